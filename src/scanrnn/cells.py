@@ -1,0 +1,586 @@
+"""Recurrent cells as triples of pure functions.
+
+Every cell is a :class:`Cell`, a NamedTuple of pure functions made by a
+factory (``lstm(hidden_size)``):
+
+- ``init(key, input_size) -> params``: a NamedTuple of arrays;
+- ``initial_carry(params) -> carry``: zeros, for ONE example;
+- ``apply(params, carry, x) -> (carry, y)``: one time step of ONE example,
+  ``x`` of shape ``[input_size]``.
+
+``apply`` is exactly the body of :func:`jax.lax.scan`; the reference
+semantics of a whole sequence is ``for x in xs: carry, y = apply(params,
+carry, x)``. Batches come from :func:`jax.vmap`, never from the cell.
+
+The built-in cells also split ``apply`` into two halves,
+``project(params, x) -> p`` (the input-to-hidden affine map, which does not
+depend on the carry) and ``step(params, carry, p) -> (carry, y)`` (the
+recurrent part), with ``apply(params, carry, x) == step(params, carry,
+project(params, x))``. :func:`scanrnn.unroll` uses them to compute the input
+projection of all time steps as one matrix product before the scan. A
+user-written cell may leave both as ``None``; it then takes the generic path.
+
+Weights follow the convention ``W x`` (shape ``[out, in]``) of the first seed
+and of PyTorch; gates are stacked along the first axis in PyTorch's order.
+Default initialisers follow Keras: Glorot-uniform input kernels, orthogonal
+recurrent kernels, zero biases (and the LSTM forget-gate bias set to
+``forget_bias``). Each can be replaced by any ``init(key, shape, dtype)``
+function, such as those in :mod:`jax.nn.initializers`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.nn import initializers
+
+Array = jax.Array
+Initializer = Callable[[Array, tuple, Any], Array]
+
+
+class Cell(NamedTuple):
+    """A recurrent cell: pure functions over ONE example.
+
+    Attributes:
+      init: ``(key, input_size) -> params``.
+      initial_carry: ``(params) -> carry``, zeros for one example.
+      apply: ``(params, carry, x) -> (carry, y)``, ``x`` of shape ``[input_size]``.
+      project: optional ``(params, x) -> p``, the carry-independent part of
+        ``apply``; hoisted out of the scan by :func:`scanrnn.unroll`.
+      step: optional ``(params, carry, p) -> (carry, y)``, the recurrent part,
+        with ``apply(params, carry, x) == step(params, carry, project(params, x))``.
+    """
+
+    init: Callable
+    initial_carry: Callable
+    apply: Callable
+    project: Optional[Callable] = None
+    step: Optional[Callable] = None
+
+
+# --------------------------------------------------------------------------
+# Params and carries.
+
+
+class RNNParams(NamedTuple):
+    """Params of :func:`simple_rnn`."""
+
+    w_ih: Array  # [H, I]   input kernel W
+    w_hh: Array  # [H, H]   recurrent kernel W_hh
+    b: Array  # [H]
+
+
+class LSTMParams(NamedTuple):
+    """Params of :func:`lstm` without peepholes; gates stacked (i, f, g, o)."""
+
+    w_ih: Array  # [4H, I]
+    w_hh: Array  # [4H, H]
+    b: Array  # [4H]
+
+
+class PeepholeLSTMParams(NamedTuple):
+    """Params of ``lstm(..., peephole=True)``; gates stacked (i, f, g, o)."""
+
+    w_ih: Array  # [4H, I]
+    w_hh: Array  # [4H, H]
+    b: Array  # [4H]
+    w_ci: Array  # [H]  input gate sees c[t-1]
+    w_cf: Array  # [H]  forget gate sees c[t-1]
+    w_co: Array  # [H]  output gate sees c[t]
+
+
+class GRUParams(NamedTuple):
+    """Params of :func:`gru`; gates stacked (r, z, n) as in PyTorch."""
+
+    w_ih: Array  # [3H, I]
+    w_hh: Array  # [3H, H]
+    b_ih: Array  # [3H]  input bias
+    b_hh: Array  # [3H]  recurrent bias
+
+
+class LayerNormRNNParams(NamedTuple):
+    """Params of :func:`layer_norm_rnn`."""
+
+    w_ih: Array  # [H, I]
+    w_hh: Array  # [H, H]
+    b: Array  # [H]
+    ln_scale: Array  # [H]  layer-norm gain
+    ln_offset: Array  # [H]  layer-norm offset
+
+
+class LayerNormLSTMParams(NamedTuple):
+    """Params of :func:`layer_norm_lstm`; gates stacked (i, f, g, o)."""
+
+    w_ih: Array  # [4H, I]
+    w_hh: Array  # [4H, H]
+    b: Array  # [4H]  the one bias (absorbs the offsets of both gate norms)
+    ln_x_scale: Array  # [4H]  gain of LN(W_ih x)
+    ln_h_scale: Array  # [4H]  gain of LN(W_hh h)
+    ln_c_scale: Array  # [H]   gain of LN(c)
+    ln_c_offset: Array  # [H]  offset of LN(c)
+
+
+class RNNCarry(NamedTuple):
+    """Carry of the simple, GRU and layer-normalised simple cells."""
+
+    h: Array  # [H]
+
+
+class LSTMCarry(NamedTuple):
+    """Carry of the LSTM cells."""
+
+    h: Array  # [H]  hidden state (the output)
+    c: Array  # [H]  cell state (the constant error carousel)
+
+
+# --------------------------------------------------------------------------
+# Shared helpers.
+
+ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
+
+# Keras' defaults, in the [out, in] layout used here.
+glorot_uniform = initializers.glorot_uniform(in_axis=-1, out_axis=-2)
+orthogonal = initializers.orthogonal()
+zeros = initializers.zeros
+ones = initializers.ones
+
+
+def _activation(name: str) -> Callable:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+def _check_hidden_size(hidden_size) -> None:
+    if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
+        raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
+
+
+def _check_input_size(input_size) -> None:
+    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
+        raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+
+
+def _shape(a) -> tuple:
+    return tuple(getattr(a, "shape", ()))
+
+
+def _check_params(name: str, params, cls, shapes: Callable[[int], dict]) -> None:
+    """Raise a ValueError unless ``params`` is a ``cls`` with the shapes of ``shapes(I)``."""
+    if not isinstance(params, cls):
+        raise ValueError(f"{name} expects params of type {cls.__name__}, got {type(params).__name__}")
+    w_ih = _shape(params.w_ih)
+    if len(w_ih) != 2:
+        raise ValueError(f"{name}: params.w_ih must have rank 2, got shape {w_ih}")
+    for field, expected in shapes(w_ih[1]).items():
+        given = _shape(getattr(params, field))
+        if given != expected:
+            raise ValueError(f"{name}: params.{field} must have shape {expected}, got {given}")
+
+
+def _check_x(name: str, x, input_size: int) -> None:
+    if _shape(x) != (input_size,):
+        raise ValueError(
+            f"{name}: x must have shape ({input_size},) (one example, input_size from params), "
+            f"got {_shape(x)}"
+        )
+
+
+def _check_carry(name: str, carry, cls, hidden_size: int) -> None:
+    if not isinstance(carry, cls):
+        raise ValueError(f"{name} expects a carry of type {cls.__name__}, got {type(carry).__name__}")
+    for field, value in zip(cls._fields, carry):
+        if _shape(value) != (hidden_size,):
+            raise ValueError(f"{name}: carry.{field} must have shape ({hidden_size},), got {_shape(value)}")
+
+
+def _layer_norm(z: Array, scale: Array, offset: Optional[Array], epsilon: float) -> Array:
+    """Normalise a vector to zero mean and unit variance, then scale (and offset) it."""
+    mean = jnp.mean(z)
+    centred = z - mean
+    var = jnp.mean(centred * centred)
+    out = centred * jax.lax.rsqrt(var + epsilon) * scale
+    return out if offset is None else out + offset
+
+
+def _make_cell(
+    name: str,
+    hidden_size: int,
+    params_cls,
+    carry_cls,
+    shapes: Callable[[int], dict],
+    make_params: Callable[[Array, int], NamedTuple],
+    project: Callable,
+    step: Callable,
+) -> Cell:
+    """Assemble a built-in :class:`Cell` with its shape checks.
+
+    ``project(params, x)`` and ``step(params, carry, p)`` are the unchecked
+    maths; this wraps them so that every public function validates what it is
+    given at trace time.
+    """
+
+    def check(params):
+        _check_params(name, params, params_cls, shapes)
+
+    def init(key, input_size):
+        _check_input_size(input_size)
+        params = make_params(key, input_size)
+        check(params)
+        return params
+
+    def initial_carry(params):
+        check(params)
+        h = jnp.zeros((hidden_size,), params.w_hh.dtype)
+        return carry_cls(*([h] * len(carry_cls._fields)))
+
+    def checked_project(params, x):
+        check(params)
+        _check_x(name, x, params.w_ih.shape[1])
+        return project(params, x)
+
+    def checked_step(params, carry, p):
+        check(params)
+        _check_carry(name, carry, carry_cls, hidden_size)
+        return step(params, carry, p)
+
+    def apply(params, carry, x):
+        return checked_step(params, carry, checked_project(params, x))
+
+    return Cell(init, initial_carry, apply, checked_project, checked_step)
+
+
+def _keys(key, n):
+    return jax.random.split(key, n)
+
+
+# --------------------------------------------------------------------------
+# The cells.
+
+
+def simple_rnn(
+    hidden_size: int,
+    activation: str = "tanh",
+    *,
+    kernel_init: Initializer = glorot_uniform,
+    recurrent_init: Initializer = orthogonal,
+    bias_init: Initializer = zeros,
+    param_dtype=jnp.float32,
+) -> Cell:
+    r"""The simple (Elman) recurrent cell.
+
+    .. math::
+        h_t = \phi(W x_t + W_{hh} h_{t-1} + b), \qquad y_t = h_t
+
+    with :math:`\phi` one of ``tanh``, ``sigmoid`` (the first seed's layers)
+    or ``relu``; Keras' ``SimpleRNN`` and ``torch.nn.RNN`` (whose two biases
+    sum to ``b``).
+
+    Params (:class:`RNNParams`): ``w_ih [H, I]``, ``w_hh [H, H]``, ``b [H]``.
+    Carry (:class:`RNNCarry`): ``h [H]``.
+
+    >>> cell = simple_rnn(4)
+    >>> params = cell.init(jax.random.key(0), 3)
+    >>> carry, y = cell.apply(params, cell.initial_carry(params), jnp.ones(3))
+    >>> y.shape
+    (4,)
+    """
+    _check_hidden_size(hidden_size)
+    phi = _activation(activation)
+    H = hidden_size
+
+    def shapes(I):
+        return {"w_ih": (H, I), "w_hh": (H, H), "b": (H,)}
+
+    def make_params(key, input_size):
+        k1, k2, k3 = _keys(key, 3)
+        return RNNParams(
+            w_ih=kernel_init(k1, (H, input_size), param_dtype),
+            w_hh=recurrent_init(k2, (H, H), param_dtype),
+            b=bias_init(k3, (H,), param_dtype),
+        )
+
+    def project(params, x):
+        return params.w_ih @ x + params.b
+
+    def step(params, carry, p):
+        h = phi(p + params.w_hh @ carry.h)
+        return RNNCarry(h), h
+
+    return _make_cell("simple_rnn", H, RNNParams, RNNCarry, shapes, make_params, project, step)
+
+
+def lstm(
+    hidden_size: int,
+    peephole: bool = False,
+    forget_bias: float = 1.0,
+    *,
+    kernel_init: Initializer = glorot_uniform,
+    recurrent_init: Initializer = orthogonal,
+    bias_init: Initializer = zeros,
+    peephole_init: Initializer = zeros,
+    param_dtype=jnp.float32,
+) -> Cell:
+    r"""Long short-term memory, in PyTorch's gate order (i, f, g, o).
+
+    .. math::
+        i_t &= \sigma(W_i x_t + U_i h_{t-1} + b_i \;[+\; p_i \odot c_{t-1}]) \\
+        f_t &= \sigma(W_f x_t + U_f h_{t-1} + b_f \;[+\; p_f \odot c_{t-1}]) \\
+        g_t &= \tanh(W_g x_t + U_g h_{t-1} + b_g) \\
+        c_t &= f_t \odot c_{t-1} + i_t \odot g_t \\
+        o_t &= \sigma(W_o x_t + U_o h_{t-1} + b_o \;[+\; p_o \odot c_t]) \\
+        h_t &= o_t \odot \tanh(c_t), \qquad y_t = h_t
+
+    The bracketed peephole terms (Gers and Schmidhuber 2000; the second
+    seed's "peephole connection") are present with ``peephole=True``: the
+    input and forget gates see the previous cell state, the output gate the
+    new one, through diagonal weights. ``b_f`` starts at ``forget_bias``
+    (Keras' ``unit_forget_bias``; Jozefowicz et al. 2015).
+
+    Params: :class:`LSTMParams` ``w_ih [4H, I]``, ``w_hh [4H, H]``, ``b [4H]``;
+    with peepholes :class:`PeepholeLSTMParams` adds ``w_ci, w_cf, w_co [H]``.
+    Carry (:class:`LSTMCarry`): ``h [H]``, ``c [H]``.
+
+    >>> cell = lstm(4, peephole=True)
+    >>> params = cell.init(jax.random.key(0), 3)
+    >>> carry, y = cell.apply(params, cell.initial_carry(params), jnp.ones(3))
+    >>> carry.c.shape
+    (4,)
+    """
+    _check_hidden_size(hidden_size)
+    H = hidden_size
+    cls = PeepholeLSTMParams if peephole else LSTMParams
+
+    def shapes(I):
+        s = {"w_ih": (4 * H, I), "w_hh": (4 * H, H), "b": (4 * H,)}
+        if peephole:
+            s.update(w_ci=(H,), w_cf=(H,), w_co=(H,))
+        return s
+
+    def make_params(key, input_size):
+        k1, k2, k3, k4 = _keys(key, 4)
+        b = bias_init(k3, (4 * H,), param_dtype).at[H : 2 * H].set(forget_bias)
+        params = LSTMParams(
+            w_ih=kernel_init(k1, (4 * H, input_size), param_dtype),
+            w_hh=recurrent_init(k2, (4 * H, H), param_dtype),
+            b=b,
+        )
+        if not peephole:
+            return params
+        kp = _keys(k4, 3)
+        return PeepholeLSTMParams(*params, *(peephole_init(k, (H,), param_dtype) for k in kp))
+
+    def project(params, x):
+        return params.w_ih @ x + params.b
+
+    def step(params, carry, p):
+        i, f, g, o = jnp.split(p + params.w_hh @ carry.h, 4)
+        if peephole:
+            i = i + params.w_ci * carry.c
+            f = f + params.w_cf * carry.c
+        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        if peephole:
+            o = o + params.w_co * c
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return LSTMCarry(h, c), h
+
+    return _make_cell("lstm", H, cls, LSTMCarry, shapes, make_params, project, step)
+
+
+def gru(
+    hidden_size: int,
+    reset_after: bool = True,
+    *,
+    kernel_init: Initializer = glorot_uniform,
+    recurrent_init: Initializer = orthogonal,
+    bias_init: Initializer = zeros,
+    param_dtype=jnp.float32,
+) -> Cell:
+    r"""Gated recurrent unit, gates stacked (r, z, n) as in PyTorch.
+
+    .. math::
+        r_t &= \sigma(W_r x_t + b_{ir} + U_r h_{t-1} + b_{hr}) \\
+        z_t &= \sigma(W_z x_t + b_{iz} + U_z h_{t-1} + b_{hz}) \\
+        n_t &= \tanh(W_n x_t + b_{in} + r_t \odot (U_n h_{t-1} + b_{hn}))
+            &\text{(reset_after=True)} \\
+        n_t &= \tanh(W_n x_t + b_{in} + U_n (r_t \odot h_{t-1}) + b_{hn})
+            &\text{(reset_after=False)} \\
+        h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}, \qquad y_t = h_t
+
+    ``reset_after=True`` is the form of PyTorch, cuDNN and Keras' default:
+    the reset gate multiplies the recurrent product, so the recurrent matmul
+    of all three gates is one product. ``reset_after=False`` is Cho et al.
+    (2014), where the reset gate multiplies ``h`` before it; there ``b_hn``
+    only shifts ``b_in`` (both are kept so the two forms share one layout).
+
+    Params (:class:`GRUParams`): ``w_ih [3H, I]``, ``w_hh [3H, H]``,
+    ``b_ih [3H]``, ``b_hh [3H]``. Carry (:class:`RNNCarry`): ``h [H]``.
+
+    >>> cell = gru(4, reset_after=False)
+    >>> params = cell.init(jax.random.key(0), 3)
+    >>> cell.apply(params, cell.initial_carry(params), jnp.ones(3))[1].shape
+    (4,)
+    """
+    _check_hidden_size(hidden_size)
+    H = hidden_size
+
+    def shapes(I):
+        return {"w_ih": (3 * H, I), "w_hh": (3 * H, H), "b_ih": (3 * H,), "b_hh": (3 * H,)}
+
+    def make_params(key, input_size):
+        k1, k2, k3, k4 = _keys(key, 4)
+        return GRUParams(
+            w_ih=kernel_init(k1, (3 * H, input_size), param_dtype),
+            w_hh=recurrent_init(k2, (3 * H, H), param_dtype),
+            b_ih=bias_init(k3, (3 * H,), param_dtype),
+            b_hh=bias_init(k4, (3 * H,), param_dtype),
+        )
+
+    def project(params, x):
+        return params.w_ih @ x + params.b_ih
+
+    def step(params, carry, p):
+        h_prev = carry.h
+        x_r, x_z, x_n = jnp.split(p, 3)
+        if reset_after:
+            h_r, h_z, h_n = jnp.split(params.w_hh @ h_prev + params.b_hh, 3)
+            r = jax.nn.sigmoid(x_r + h_r)
+            z = jax.nn.sigmoid(x_z + h_z)
+            n = jnp.tanh(x_n + r * h_n)
+        else:
+            h_r, h_z = jnp.split(params.w_hh[: 2 * H] @ h_prev + params.b_hh[: 2 * H], 2)
+            r = jax.nn.sigmoid(x_r + h_r)
+            z = jax.nn.sigmoid(x_z + h_z)
+            n = jnp.tanh(x_n + params.w_hh[2 * H :] @ (r * h_prev) + params.b_hh[2 * H :])
+        h = (1.0 - z) * n + z * h_prev
+        return RNNCarry(h), h
+
+    return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, step)
+
+
+def layer_norm_rnn(
+    hidden_size: int,
+    activation: str = "tanh",
+    *,
+    epsilon: float = 1e-3,
+    kernel_init: Initializer = glorot_uniform,
+    recurrent_init: Initializer = orthogonal,
+    bias_init: Initializer = zeros,
+    scale_init: Initializer = ones,
+    param_dtype=jnp.float32,
+) -> Cell:
+    r"""The second seed's ``LNSimpleRNNCell``: layer norm before the activation.
+
+    .. math::
+        z_t &= W x_t + W_{hh} h_{t-1} + b \\
+        h_t &= \phi\!\left(\gamma \odot \frac{z_t - \mu(z_t)}{\sqrt{\sigma^2(z_t) + \epsilon}}
+               + \beta\right), \qquad y_t = h_t
+
+    where :math:`\mu, \sigma^2` are the mean and variance over the ``H``
+    units of one example (Ba et al. 2016), and ``epsilon`` defaults to Keras'
+    ``LayerNormalization`` (1e-3). The bias ``b`` is cancelled by the
+    centring; it is kept to match the seed's Keras cell.
+
+    Params (:class:`LayerNormRNNParams`): ``w_ih [H, I]``, ``w_hh [H, H]``,
+    ``b [H]``, ``ln_scale [H]`` (gamma), ``ln_offset [H]`` (beta).
+    Carry (:class:`RNNCarry`): ``h [H]``.
+    """
+    _check_hidden_size(hidden_size)
+    phi = _activation(activation)
+    H = hidden_size
+
+    def shapes(I):
+        return {"w_ih": (H, I), "w_hh": (H, H), "b": (H,), "ln_scale": (H,), "ln_offset": (H,)}
+
+    def make_params(key, input_size):
+        k1, k2, k3, k4, k5 = _keys(key, 5)
+        return LayerNormRNNParams(
+            w_ih=kernel_init(k1, (H, input_size), param_dtype),
+            w_hh=recurrent_init(k2, (H, H), param_dtype),
+            b=bias_init(k3, (H,), param_dtype),
+            ln_scale=scale_init(k4, (H,), param_dtype),
+            ln_offset=bias_init(k5, (H,), param_dtype),
+        )
+
+    def project(params, x):
+        return params.w_ih @ x + params.b
+
+    def step(params, carry, p):
+        z = p + params.w_hh @ carry.h
+        h = phi(_layer_norm(z, params.ln_scale, params.ln_offset, epsilon))
+        return RNNCarry(h), h
+
+    return _make_cell("layer_norm_rnn", H, LayerNormRNNParams, RNNCarry, shapes, make_params, project, step)
+
+
+def layer_norm_lstm(
+    hidden_size: int,
+    forget_bias: float = 1.0,
+    *,
+    epsilon: float = 1e-5,
+    kernel_init: Initializer = glorot_uniform,
+    recurrent_init: Initializer = orthogonal,
+    bias_init: Initializer = zeros,
+    scale_init: Initializer = ones,
+    param_dtype=jnp.float32,
+) -> Cell:
+    r"""Layer-normalised LSTM after Ba, Kiros and Hinton (2016), gates (i, f, g, o).
+
+    .. math::
+        (i_t, f_t, g_t, o_t) &= \mathrm{LN}(W x_t; \alpha_x) + \mathrm{LN}(W_{hh} h_{t-1}; \alpha_h) + b \\
+        c_t &= \sigma(f_t) \odot c_{t-1} + \sigma(i_t) \odot \tanh(g_t) \\
+        h_t &= \sigma(o_t) \odot \tanh(\mathrm{LN}(c_t; \alpha_c, \beta_c)), \qquad y_t = h_t
+
+    with :math:`\mathrm{LN}(z; \alpha, \beta) = \alpha \odot (z - \mu(z)) /
+    \sqrt{\sigma^2(z) + \epsilon} + \beta` over all the units of its
+    argument (the ``4H`` stacked gate pre-activations, or the ``H`` cell
+    units). The paper's offsets of the two gate norms are folded into the
+    one bias ``b``, which is the same function with fewer parameters; the
+    forget-gate part of ``b`` starts at ``forget_bias``. The input norm does
+    not depend on the carry and is hoisted out of the scan with the input
+    product.
+
+    Params (:class:`LayerNormLSTMParams`): ``w_ih [4H, I]``, ``w_hh [4H, H]``,
+    ``b [4H]``, ``ln_x_scale [4H]``, ``ln_h_scale [4H]``, ``ln_c_scale [H]``,
+    ``ln_c_offset [H]``. Carry (:class:`LSTMCarry`): ``h [H]``, ``c [H]``.
+    """
+    _check_hidden_size(hidden_size)
+    H = hidden_size
+
+    def shapes(I):
+        return {
+            "w_ih": (4 * H, I),
+            "w_hh": (4 * H, H),
+            "b": (4 * H,),
+            "ln_x_scale": (4 * H,),
+            "ln_h_scale": (4 * H,),
+            "ln_c_scale": (H,),
+            "ln_c_offset": (H,),
+        }
+
+    def make_params(key, input_size):
+        k1, k2, k3, k4, k5, k6, k7 = _keys(key, 7)
+        return LayerNormLSTMParams(
+            w_ih=kernel_init(k1, (4 * H, input_size), param_dtype),
+            w_hh=recurrent_init(k2, (4 * H, H), param_dtype),
+            b=bias_init(k3, (4 * H,), param_dtype).at[H : 2 * H].set(forget_bias),
+            ln_x_scale=scale_init(k4, (4 * H,), param_dtype),
+            ln_h_scale=scale_init(k5, (4 * H,), param_dtype),
+            ln_c_scale=scale_init(k6, (H,), param_dtype),
+            ln_c_offset=bias_init(k7, (H,), param_dtype),
+        )
+
+    def project(params, x):
+        return _layer_norm(params.w_ih @ x, params.ln_x_scale, params.b, epsilon)
+
+    def step(params, carry, p):
+        gates = p + _layer_norm(params.w_hh @ carry.h, params.ln_h_scale, None, epsilon)
+        i, f, g, o = jnp.split(gates, 4)
+        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        c_norm = _layer_norm(c, params.ln_c_scale, params.ln_c_offset, epsilon)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c_norm)
+        return LSTMCarry(h, c), h
+
+    return _make_cell("layer_norm_lstm", H, LayerNormLSTMParams, LSTMCarry, shapes, make_params, project, step)

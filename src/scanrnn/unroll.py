@@ -1,0 +1,245 @@
+"""Unrolling a cell over ONE sequence with :func:`jax.lax.scan`.
+
+``unroll(cell, params, xs)`` is, by definition::
+
+    carry = cell.initial_carry(params)
+    for x in xs:
+        carry, y = cell.apply(params, carry, x)
+
+with the ``y`` stacked along a leading time axis. A ``length`` marks the
+valid prefix of a padded sequence; ``reverse=True`` reads the valid part
+backwards. Batches are a :func:`jax.vmap` away (:func:`unroll_batch`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_length(length, num_steps: int) -> Optional[Array]:
+    """Validate a sequence length and return it as an integer scalar array.
+
+    ``None`` stays ``None``. A concrete length must lie in ``[0, num_steps]``;
+    a traced one (under ``jit`` or ``vmap``) is checked for dtype and rank only.
+    """
+    if length is None:
+        return None
+    if isinstance(length, bool) or not (
+        isinstance(length, (int, np.integer)) or jnp.issubdtype(jnp.result_type(length), jnp.integer)
+    ):
+        raise ValueError(f"length must be an integer scalar, got {length!r}")
+    length = jnp.asarray(length)
+    if length.ndim != 0:
+        raise ValueError(
+            f"length must be a scalar (one sequence; vmap adds the batch), got shape {length.shape}"
+        )
+    if _is_concrete(length):
+        value = int(length)
+        if not 0 <= value <= num_steps:
+            raise ValueError(f"length must lie in [0, {num_steps}] (the number of steps), got {value}")
+    return length
+
+
+def check_sequence(xs, name: str = "xs") -> Array:
+    """Return ``xs`` as an array of rank 2 ``[T, features]``, or raise a ValueError."""
+    xs = jnp.asarray(xs)
+    if xs.ndim != 2:
+        raise ValueError(
+            f"{name} must have shape [T, input_size] (one sequence; vmap adds the batch), "
+            f"got shape {xs.shape}"
+        )
+    return xs
+
+
+def flip_valid(xs, length) -> Array:
+    """Reverse the first ``length`` steps of ``xs`` along axis 0, keeping the rest.
+
+    ``flip_valid(arange(5), 3) == [2, 1, 0, 3, 4]``. It is its own inverse.
+    """
+    t = jnp.arange(xs.shape[0], dtype=length.dtype)
+    order = jnp.where(t < length, length - 1 - t, t)
+    return jnp.take(xs, order, axis=0)
+
+
+def _check_carry(cell, params, carry) -> None:
+    expected = jax.eval_shape(cell.initial_carry, params)
+    exp_leaves, exp_tree = jax.tree.flatten(expected)
+    leaves, tree = jax.tree.flatten(carry)
+    if tree != exp_tree:
+        raise ValueError(f"carry must have the structure of cell.initial_carry(params), {exp_tree}; got {tree}")
+    for e, g in zip(exp_leaves, leaves):
+        if tuple(jnp.shape(g)) != tuple(e.shape):
+            raise ValueError(
+                f"carry must have the shapes of cell.initial_carry(params), "
+                f"{[tuple(l.shape) for l in exp_leaves]}; got {[tuple(jnp.shape(l)) for l in leaves]}"
+            )
+
+
+def unroll(
+    cell,
+    params,
+    xs,
+    carry: Any = None,
+    *,
+    length=None,
+    reverse: bool = False,
+    unroll: int = 1,
+):
+    """Run ``cell`` over one sequence with :func:`jax.lax.scan`.
+
+    Args:
+      cell: a :class:`scanrnn.Cell` (or anything with ``init``,
+        ``initial_carry`` and ``apply``).
+      params: the cell's params.
+      xs: ``[T, input_size]``, one sequence.
+      carry: the initial carry; ``cell.initial_carry(params)`` when ``None``.
+      length: optional integer scalar (may be traced): only the first
+        ``length`` steps are valid. The carry stops changing after them,
+        outputs past them are zeros, and the returned carry is the one after
+        step ``length``.
+      reverse: read the (valid part of the) sequence backwards. Padding
+        stays at the end and outputs come back in the original time order:
+        ``ys[t]`` is the output of the step that read ``xs[t]``.
+      unroll: how many steps :func:`jax.lax.scan` unrolls per loop iteration.
+
+    Returns:
+      ``(final_carry, ys)``, ``ys`` with a leading axis of size ``T``.
+
+    For cells with ``project`` and ``step`` (all the built-in ones) the input
+    projection of all ``T`` steps is one matrix product before the scan, and
+    only ``step`` runs inside it.
+
+    >>> from scanrnn import gru
+    >>> cell = gru(8)
+    >>> params = cell.init(jax.random.key(0), 3)
+    >>> carry, ys = unroll(cell, params, jnp.ones((5, 3)), length=4)
+    >>> ys.shape, bool((ys[4] == 0).all())
+    ((5, 8), True)
+    """
+    xs = check_sequence(xs)
+    num_steps = xs.shape[0]
+    length = check_length(length, num_steps)
+    if carry is None:
+        carry = cell.initial_carry(params)
+    else:
+        _check_carry(cell, params, carry)
+
+    if reverse and length is not None:
+        xs = flip_valid(xs, length)
+
+    project = getattr(cell, "project", None)
+    step = getattr(cell, "step", None)
+    if project is not None and step is not None:
+        # One [T, I] x [I, G] product: vmap of a matrix-vector product.
+        inputs = jax.vmap(project, in_axes=(None, 0))(params, xs)
+        body = step
+    else:
+        inputs, body = xs, cell.apply
+
+    if length is None:
+        carry, ys = lax.scan(
+            lambda c, x: body(params, c, x), carry, inputs, reverse=reverse, unroll=unroll
+        )
+        return carry, ys
+
+    def masked_body(c, inp):
+        x, t = inp
+        new_c, y = body(params, c, x)
+        valid = t < length
+        c = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_c, c)
+        y = jax.tree.map(lambda v: jnp.where(valid, v, jnp.zeros_like(v)), y)
+        return c, y
+
+    steps = jnp.arange(num_steps, dtype=length.dtype)
+    carry, ys = lax.scan(masked_body, carry, (inputs, steps), unroll=unroll)
+    if reverse:
+        ys = jax.tree.map(lambda y: flip_valid(y, length), ys)
+    return carry, ys
+
+
+_unroll = unroll  # the name `unroll` is shadowed by the scan argument below
+
+
+def unroll_batch(cell, params, xs, carry=None, *, length=None, reverse=False, unroll=1):
+    """:func:`unroll` over a batch, the batch axis first: ``jax.vmap`` of it.
+
+    Args:
+      xs: ``[B, T, input_size]``.
+      carry: ``None`` (zeros) or a carry whose leaves have a leading ``B`` axis.
+      length: ``None`` or an integer array of shape ``[B]``.
+
+    Returns:
+      ``(final_carry, ys)`` with a leading batch axis on every leaf. It equals
+      a Python loop of :func:`unroll` over the examples.
+    """
+    xs = jnp.asarray(xs)
+    if xs.ndim != 3:
+        raise ValueError(f"xs must have shape [B, T, input_size], got shape {xs.shape}")
+    batch = xs.shape[0]
+    if length is not None:
+        length = jnp.asarray(length)
+        if length.shape != (batch,):
+            raise ValueError(f"length must have shape ({batch},) (one per example), got {length.shape}")
+        if _is_concrete(length) and length.size:
+            lo, hi = int(length.min()), int(length.max())
+            if lo < 0 or hi > xs.shape[1]:
+                raise ValueError(f"length must lie in [0, {xs.shape[1]}], got values in [{lo}, {hi}]")
+
+    def one(x, c, n):
+        return _unroll(cell, params, x, c, length=n, reverse=reverse, unroll=unroll)
+
+    return jax.vmap(one, in_axes=(0, None if carry is None else 0, None if length is None else 0))(
+        xs, carry, length
+    )
+
+
+def unroll_bidirectional(cell, params, xs, carry=None, *, length=None, unroll=1):
+    """Both directions of a bidirectional layer in ONE scan.
+
+    The forward and backward params are stacked on a leading axis of size 2
+    (``jax.vmap(cell.init)`` of two keys makes them). The backward direction
+    reads each sequence's valid part reversed; both run in a single
+    :func:`jax.lax.scan` through :func:`jax.vmap` over the direction axis.
+
+    Args:
+      params: the cell's params with a leading direction axis of size 2.
+      xs: ``[T, input_size]``.
+      carry: ``None`` or initial carries with a leading direction axis of size 2.
+      length: optional integer scalar, the valid prefix.
+
+    Returns:
+      ``(final_carries, ys)``, each leaf with a leading direction axis of 2
+      (forward first); ``ys[1]`` is in the original time order, so ``ys[1][0]``
+      is the backward direction's output after reading the whole sequence.
+      It equals ``unroll(forward) `` and ``unroll(backward, reverse=True)``.
+    """
+    xs = check_sequence(xs)
+    length = check_length(length, xs.shape[0])
+    leading = {jnp.shape(leaf)[:1] for leaf in jax.tree.leaves(params)}
+    if leading != {(2,)}:
+        raise ValueError(
+            "bidirectional params must be stacked on a leading direction axis of size 2, "
+            f"got leading axes {sorted(leading)}"
+        )
+    n = jnp.asarray(xs.shape[0]) if length is None else length
+    both = jnp.stack([xs, flip_valid(xs, n)])  # [2, T, I]: forward, backward order
+    if carry is None:
+        carry = jax.vmap(cell.initial_carry)(params)
+
+    def one_direction(p, x, c):
+        return _unroll(cell, p, x, c, length=length, unroll=unroll)
+
+    carries, ys = jax.vmap(one_direction)(params, both, carry)
+    ys = jax.tree.map(lambda y: jnp.stack([y[0], flip_valid(y[1], n)]), ys)
+    return carries, ys
