@@ -1,0 +1,335 @@
+"""PyTorch interop: run a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` as a scanrnn model.
+
+:func:`from_torch` converts a PyTorch recurrent module into a
+``(model, params)`` pair. ``model`` is a :class:`scanrnn.Layer` whose
+``apply`` mirrors the module's ``forward`` (same layouts, same results);
+``params`` is a tuple with one entry per torch layer, in the layout of the
+scanrnn cells, so the same arrays can be reused in a :func:`scanrnn.serial`
+model of :func:`scanrnn.recurrent` / :func:`scanrnn.bidirectional` layers.
+
+PyTorch is imported only when :func:`from_torch` is called; importing this
+module does not import it.
+
+Layouts
+-------
+
+``model.apply(params, x, hx=None, length=None)`` takes and returns arrays in
+the module's layout (``L`` layers, ``D`` = 2 if bidirectional else 1,
+hidden size ``H``):
+
+- ``x``: ``[B, T, I]`` if ``batch_first`` else ``[T, B, I]``, or one
+  unbatched sequence ``[T, I]``;
+- ``length``: optional integer array ``[B]`` (a scalar when unbatched) of
+  valid lengths, the lengths one would give ``pack_padded_sequence``; any
+  order is fine (as with ``enforce_sorted=False``), and ``0`` is allowed;
+- ``hx``: optional initial state ``h_0 [L*D, B, H]`` (``[L*D, H]``
+  unbatched), for the LSTM a pair ``(h_0, c_0)``; row ``l*D + d`` is layer
+  ``l``, direction ``d`` (0 forward, 1 reverse); zeros when ``None``;
+- returns ``(output, h_n)``, or ``(output, (h_n, c_n))`` for the LSTM:
+  ``output`` ``[B, T, D*H]`` / ``[T, B, D*H]`` / ``[T, D*H]`` (the two
+  directions concatenated, forward first), zeros past each length as
+  ``pad_packed_sequence`` gives them; ``h_n`` (and ``c_n``) like ``h_0``,
+  the state after each example's last valid step (for the reverse
+  direction: after reading the whole valid part backwards).
+
+Internally each example runs on its own (:func:`jax.vmap` adds the batch)
+and each layer is one :func:`scanrnn.unroll` (or one
+:func:`scanrnn.unroll_bidirectional`, both directions in one scan).
+
+``params[l]`` is the cell's params (:class:`scanrnn.RNNParams`,
+:class:`scanrnn.LSTMParams`, :class:`scanrnn.GRUParams`) for a
+unidirectional layer, and the same NamedTuple with every leaf stacked on a
+leading axis of size 2 (forward, reverse) for a bidirectional one. The
+mapping from torch's parameters of layer ``k`` (suffix ``_reverse`` for the
+reverse direction):
+
+========================  ==========================================
+torch                     scanrnn
+========================  ==========================================
+``weight_ih_l{k}``        ``w_ih`` ``[G*H, I_k]`` (unchanged)
+``weight_hh_l{k}``        ``w_hh`` ``[G*H, H]`` (unchanged)
+``bias_ih_l{k}``          RNN, LSTM: ``b = bias_ih + bias_hh``;
+``bias_hh_l{k}``          GRU: ``b_ih``, ``b_hh`` (kept apart)
+========================  ==========================================
+
+with the gates in torch's order (LSTM ``i, f, g, o``, GRU ``r, z, n``);
+``bias=False`` gives zero biases. Arrays have the module's dtype (float32,
+or float64 for a ``.double()`` module, which needs ``jax_enable_x64``).
+
+Dropout between layers is active in torch only in training mode and is not
+applied here: the converted model matches the module in **eval mode**.
+"""
+
+from __future__ import annotations
+
+import warnings
+import jax
+import jax.numpy as jnp
+
+from . import cells as _cells
+from .layers import Layer, bidirectional
+from .unroll import unroll, unroll_bidirectional
+
+__all__ = ["from_torch"]
+
+ACCEPTED = "torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU"
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _jax_dtype(torch_dtype):
+    """The JAX dtype for a torch floating dtype (float64 only with x64 enabled)."""
+    import torch
+
+    table = {
+        torch.float16: jnp.float16,
+        torch.bfloat16: jnp.bfloat16,
+        torch.float32: jnp.float32,
+        torch.float64: jnp.float64,
+    }
+    if torch_dtype not in table:
+        raise ValueError(f"from_torch: unsupported parameter dtype {torch_dtype}")
+    dtype = table[torch_dtype]
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        warnings.warn(
+            "from_torch: the module is float64 but jax_enable_x64 is off; params will be float32",
+            stacklevel=3,
+        )
+        dtype = jnp.float32
+    return dtype
+
+
+def _to_jax(tensor, dtype):
+    import torch
+
+    t = tensor.detach().cpu()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: go through float32 (exact)
+        t = t.float()
+    return jnp.asarray(t.numpy(), dtype=dtype)
+
+
+def _make_cell(mode: str, hidden_size: int, dtype) -> _cells.Cell:
+    if mode == "LSTM":
+        return _cells.lstm(hidden_size, param_dtype=dtype)
+    if mode == "GRU":
+        return _cells.gru(hidden_size, reset_after=True, param_dtype=dtype)
+    activation = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[mode]
+    return _cells.simple_rnn(hidden_size, activation, param_dtype=dtype)
+
+
+def _layer_params(module, mode: str, layer: int, suffix: str, dtype, has_bias: bool):
+    """One direction of one torch layer as scanrnn cell params."""
+    w_ih = _to_jax(getattr(module, f"weight_ih_l{layer}{suffix}"), dtype)
+    w_hh = _to_jax(getattr(module, f"weight_hh_l{layer}{suffix}"), dtype)
+    if has_bias:
+        b_ih = _to_jax(getattr(module, f"bias_ih_l{layer}{suffix}"), dtype)
+        b_hh = _to_jax(getattr(module, f"bias_hh_l{layer}{suffix}"), dtype)
+    else:
+        b_ih = b_hh = jnp.zeros((w_ih.shape[0],), dtype)
+    if mode == "GRU":
+        return _cells.GRUParams(w_ih, w_hh, b_ih, b_hh)
+    cls = _cells.LSTMParams if mode == "LSTM" else _cells.RNNParams
+    return cls(w_ih, w_hh, b_ih + b_hh)
+
+
+def from_torch(module) -> tuple[Layer, tuple]:
+    """Convert a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` to ``(model, params)``.
+
+    Any ``num_layers``, ``bidirectional`` and ``batch_first``; ``bias=False``
+    gives zero biases; the RNN's ``nonlinearity`` (``"tanh"`` or ``"relu"``)
+    selects :func:`scanrnn.simple_rnn`'s activation. An LSTM with
+    ``proj_size > 0`` is not supported. Dropout is ignored: the model matches
+    the module in eval mode. See the module docstring for the layouts.
+
+    Returns:
+      ``model``: a :class:`scanrnn.Layer` with
+
+      - ``model.apply(params, x, hx=None, length=None)`` -> ``(output, h_n)``
+        (LSTM: ``(output, (h_n, c_n))``), the module's ``forward`` on the
+        same layouts; ``length`` plays the part of ``pack_padded_sequence``
+        (outputs past it are zeros, states are those after the last valid
+        step);
+      - ``model.init(key, input_size)`` -> fresh params of the same
+        structure, from the scanrnn cells' initialisers.
+
+      ``params``: a tuple with one entry per layer: the cell's params, or
+      for a bidirectional layer the same NamedTuple with each leaf stacked on
+      a leading axis of 2 (forward, reverse), which is what
+      :func:`scanrnn.recurrent` / :func:`scanrnn.bidirectional` take.
+
+    Example::
+
+        import torch, jax.numpy as jnp, scanrnn
+        from scanrnn.interop import from_torch
+
+        module = torch.nn.LSTM(5, 6, num_layers=2, bidirectional=True, batch_first=True)
+        model, params = from_torch(module)
+        x = jnp.ones((3, 7, 5))                                # [B, T, I]
+        out, (h_n, c_n) = model.apply(params, x, length=jnp.array([7, 4, 2]))
+        out.shape, h_n.shape                                   # (3, 7, 12), (4, 3, 6)
+
+        # The same params in a scanrnn model of one sequence:
+        cell = scanrnn.lstm(6)
+        net = scanrnn.serial(scanrnn.bidirectional(cell), scanrnn.bidirectional(cell))
+        ys = net.apply(params, x[1], length=4)                 # == out[1]
+    """
+    import torch
+
+    nn = torch.nn
+    if not isinstance(module, (nn.RNN, nn.LSTM, nn.GRU)):
+        raise ValueError(f"from_torch accepts {ACCEPTED}, got {type(module).__name__}")
+    mode = module.mode
+    if mode not in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"):
+        raise ValueError(f"from_torch: unsupported recurrent mode {mode!r} (accepts {ACCEPTED})")
+    if getattr(module, "proj_size", 0) > 0:
+        raise ValueError(
+            f"from_torch: LSTM with proj_size > 0 is unsupported (got proj_size={module.proj_size})"
+        )
+
+    num_layers = int(module.num_layers)
+    H = int(module.hidden_size)
+    input_size = int(module.input_size)
+    D = 2 if module.bidirectional else 1
+    batch_first = bool(module.batch_first)
+    has_bias = bool(module.bias)
+    dtype = _jax_dtype(module.weight_ih_l0.dtype)
+    cell = _make_cell(mode, H, dtype)
+    is_lstm = mode == "LSTM"
+    carry_cls = _cells.LSTMCarry if is_lstm else _cells.RNNCarry
+
+    params = []
+    for k in range(num_layers):
+        directions = [_layer_params(module, mode, k, s, dtype, has_bias) for s in ["", "_reverse"][:D]]
+        if D == 1:
+            params.append(directions[0])
+        else:
+            params.append(jax.tree.map(lambda f, r: jnp.stack([f, r]), *directions))
+    params = tuple(params)
+
+    def init(key, input_size):
+        _cells._check_input_size(input_size)
+        out = []
+        size = input_size
+        for k in jax.random.split(key, num_layers):
+            out.append(cell.init(k, size) if D == 1 else bidirectional(cell).init(k, size))
+            size = D * H
+        return tuple(out)
+
+    def check_params(params):
+        if not isinstance(params, (tuple, list)) or len(params) != num_layers:
+            given = (
+                f"a {type(params).__name__} of {len(params)}"
+                if isinstance(params, (tuple, list))
+                else type(params).__name__
+            )
+            raise ValueError(f"model of {num_layers} layers expects a tuple of {num_layers} params, got {given}")
+        w_ih = getattr(params[0], "w_ih", None)
+        if w_ih is None or jnp.ndim(w_ih) != (2 if D == 1 else 3):
+            raise ValueError(
+                "params[0] must be cell params with w_ih of shape "
+                f"{'[G*H, I]' if D == 1 else '[2, G*H, I]'}, got {type(params[0]).__name__} "
+                f"with w_ih shape {jnp.shape(w_ih) if w_ih is not None else None}"
+            )
+        return int(jnp.shape(w_ih)[-1]), jnp.result_type(w_ih)
+
+    def layout(batched):
+        if not batched:
+            return "[T, I]"
+        return "[B, T, I]" if batch_first else "[T, B, I]"
+
+    def run_one(params, x, n, h0):
+        """One example: x [T, I], n scalar or None, h0 None or carry with leaves [L*D, H]."""
+        finals = []
+        for k, p in enumerate(params):
+            rows = slice(k * D, (k + 1) * D)
+            carry = None if h0 is None else jax.tree.map(lambda a: a[rows], h0)
+            if D == 1:
+                carry = None if carry is None else jax.tree.map(lambda a: a[0], carry)
+                carry, ys = unroll(cell, p, x, carry, length=n)
+                finals.append(jax.tree.map(lambda a: a[None], carry))
+                x = ys
+            else:
+                carry, ys = unroll_bidirectional(cell, p, x, carry, length=n)
+                finals.append(carry)
+                x = jnp.concatenate([ys[0], ys[1]], axis=-1)
+        final = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *finals)
+        return x, final
+
+    def apply(params, x, hx=None, length=None):
+        in_size, dtype = check_params(params)
+        x = jnp.asarray(x)
+        if x.ndim not in (2, 3):
+            raise ValueError(
+                f"x must have shape {layout(True)} or unbatched [T, I] with I={in_size}, got shape {x.shape}"
+            )
+        batched = x.ndim == 3
+        if x.shape[-1] != in_size:
+            raise ValueError(
+                f"x must have shape {layout(batched)} with I={in_size} (the input size of params), "
+                f"got shape {x.shape}"
+            )
+        x = x.astype(dtype)
+        if batched and not batch_first:
+            x = jnp.swapaxes(x, 0, 1)  # [B, T, I]
+        if not batched:
+            x = x[None]
+        B, T = x.shape[0], x.shape[1]
+
+        if length is not None:
+            length = jnp.asarray(length)
+            if not jnp.issubdtype(length.dtype, jnp.integer):
+                raise ValueError(f"length must be an integer array, got dtype {length.dtype}")
+            expected = (B,) if batched else ()
+            if length.shape != expected:
+                raise ValueError(
+                    f"length must have shape {expected} ({'one per example' if batched else 'a scalar for unbatched x'}), "
+                    f"got shape {length.shape}"
+                )
+            if _is_concrete(length) and length.size:
+                lo, hi = int(length.min()), int(length.max())
+                if lo < 0 or hi > T:
+                    raise ValueError(f"length must lie in [0, {T}] (T, the number of steps), got values in [{lo}, {hi}]")
+            if not batched:
+                length = length[None]
+
+        h0 = None
+        if hx is not None:
+            state_shape = (num_layers * D, B, H) if batched else (num_layers * D, H)
+            if is_lstm:
+                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                    raise ValueError(f"hx of an LSTM must be a pair (h_0, c_0), got {type(hx).__name__}")
+                parts = [jnp.asarray(a) for a in hx]
+                names = ["h_0", "c_0"]
+            else:
+                if isinstance(hx, (tuple, list)):
+                    raise ValueError(f"hx of an {mode.split('_')[0]} must be one array h_0, got a {type(hx).__name__}")
+                parts = [jnp.asarray(hx)]
+                names = ["h_0"]
+            for name, a in zip(names, parts):
+                if a.shape != state_shape:
+                    raise ValueError(
+                        f"{name} must have shape {list(state_shape)} "
+                        f"({'[L*D, B, H]' if batched else '[L*D, H]'}), got shape {a.shape}"
+                    )
+            parts = [a.astype(dtype) for a in parts]
+            parts = [jnp.swapaxes(a, 0, 1) if batched else a[None] for a in parts]  # [B, L*D, H]
+            h0 = carry_cls(*parts)
+
+        output, final = jax.vmap(
+            run_one, in_axes=(None, 0, None if length is None else 0, None if h0 is None else 0)
+        )(params, x, length, h0)
+        # output [B, T, D*H]; final leaves [B, L*D, H]
+        if batched:
+            if not batch_first:
+                output = jnp.swapaxes(output, 0, 1)
+            final = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), final)
+        else:
+            output = output[0]
+            final = jax.tree.map(lambda a: a[0], final)
+        if is_lstm:
+            return output, (final.h, final.c)
+        return output, final.h
+
+    return Layer(init, apply), params
