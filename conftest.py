@@ -18,3 +18,13 @@ jax.config.update("jax_enable_x64", True)
 def key():
     """A fixed PRNG key; split it for independent draws."""
     return jax.random.key(0)
+
+
+@pytest.fixture
+def standard_dtype_promotion():
+    """JAX's default promotion, for code outside scanrnn that strict promotion rejects.
+
+    optax's Adam computes ``decay ** count`` with an int32 count.
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        yield
