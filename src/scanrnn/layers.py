@@ -56,13 +56,19 @@ MERGES = {
 def last_valid(ys: Array, length=None) -> Array:
     """The output at the last valid step: ``ys[length - 1]``, or zeros when ``length == 0``.
 
-    ``ys`` is ``[T, ...]``; without ``length`` this is ``ys[-1]``.
+    ``ys`` is ``[T, ...]`` (or a pytree of such arrays, as a user-written
+    cell's outputs may be; each leaf is indexed); without ``length`` this is
+    ``ys[-1]``.
     """
     if length is None:
-        return ys[-1]
+        return jax.tree.map(lambda y: y[-1], ys)
     index = jnp.maximum(length - 1, 0)
-    y = jax.lax.dynamic_index_in_dim(ys, index, axis=0, keepdims=False)
-    return jnp.where(length > 0, y, jnp.zeros_like(y))
+
+    def pick(leaf):
+        y = jax.lax.dynamic_index_in_dim(leaf, index, axis=0, keepdims=False)
+        return jnp.where(length > 0, y, jnp.zeros_like(y))
+
+    return jax.tree.map(pick, ys)
 
 
 def recurrent(cell: _cells.Cell, return_sequences: bool = True, *, unroll_steps: int = 1) -> Layer:
@@ -115,11 +121,13 @@ def bidirectional(
         xs = check_sequence(xs)
         length = check_length(length, xs.shape[0])
         _, ys = unroll_bidirectional(cell, params, xs, length=length, unroll=unroll_steps)
-        if return_sequences:
-            forward, backward = ys[0], ys[1]
-        else:
-            forward, backward = last_valid(ys[0], length), ys[1][0]
-        return combine(forward, backward)
+        # Index the direction axis leaf by leaf: a user cell's y may be a pytree.
+        forward = jax.tree.map(lambda y: y[0], ys)
+        backward = jax.tree.map(lambda y: y[1], ys)
+        if not return_sequences:
+            forward = last_valid(forward, length)
+            backward = jax.tree.map(lambda y: y[0], backward)
+        return jax.tree.map(combine, forward, backward)
 
     return Layer(init, apply)
 
@@ -190,9 +198,11 @@ def serial(*layers: Layer) -> Layer:
     def init(key, input_size):
         params = []
         shape = (1, input_size)  # a one-step sequence, to read off each layer's output size
-        for layer, k in zip(layers, jax.random.split(key, len(layers))):
+        for i, (layer, k) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
             p = layer.init(k, shape[-1])
             params.append(p)
+            if i == len(layers) - 1:
+                break  # the last layer's output size is not needed (its output may be a pytree)
             leaves = [l for l in jax.tree.leaves(p) if jnp.issubdtype(l.dtype, jnp.floating)]
             dtype = leaves[0].dtype if leaves else jnp.float32
             shape = jax.eval_shape(layer.apply, p, jax.ShapeDtypeStruct(shape, dtype)).shape

@@ -255,7 +255,7 @@ def fit(
             params, opt_state, metrics = step(params, opt_state, _take(train, index))
             losses.append(metrics["loss"])
             sizes.append(len(index))
-            if bar:
+            if bar and (b + 1 == num_batches or b % max(1, num_batches // 100) == 0):
                 _progress(epoch, epochs, b + 1, num_batches)
         train_loss = float(np.dot(np.asarray(jax.device_get(losses)), sizes) / n)
         history["train_loss"].append(train_loss)

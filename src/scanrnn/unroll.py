@@ -67,6 +67,7 @@ def flip_valid(xs, length) -> Array:
 
     ``flip_valid(arange(5), 3) == [2, 1, 0, 3, 4]``. It is its own inverse.
     """
+    length = jnp.asarray(length)  # a Python int too, as in the example above
     t = jnp.arange(xs.shape[0], dtype=length.dtype)
     order = jnp.where(t < length, length - 1 - t, t)
     return jnp.take(xs, order, axis=0)
