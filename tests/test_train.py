@@ -25,6 +25,10 @@ from scanrnn.train import (
 standard_promotion = pytest.mark.usefixtures("standard_dtype_promotion")
 
 
+def norm(tree):
+    return np.sqrt(sum(np.sum(np.square(np.asarray(leaf, np.float64))) for leaf in jax.tree.leaves(tree)))
+
+
 def small_model():
     return sr.serial(sr.recurrent(sr.gru(5)), sr.recurrent(sr.simple_rnn(3), return_sequences=False), sr.dense(1))
 
@@ -111,7 +115,7 @@ def test_train_step_equals_update_by_hand(key):
     updates, _ = optimizer.update(grads, state, params)
     expected = optax.apply_updates(params, updates)
     np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-6)
-    np.testing.assert_allclose(metrics["grad_norm"], optax.global_norm(grads), rtol=1e-5)
+    np.testing.assert_allclose(metrics["grad_norm"], norm(grads), rtol=1e-5)
     for a, b in zip(jax.tree.leaves(new_params), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     # A second call with the same shapes does not compile again.
@@ -161,7 +165,7 @@ def test_fit_clips_gradients_by_global_norm(key):
     batch, _ = small_batch(n=4)
     batch = Batch(batch.x, batch.y * 100.0)  # large errors, large gradients
     clipped, _ = fit(model, params, optax.sgd(1.0), mse, batch, epochs=1, batch_size=4, clip_norm=0.5)
-    step = optax.global_norm(jax.tree.map(lambda a, b: a - b, clipped, params))
+    step = norm(jax.tree.map(lambda a, b: a - b, clipped, params))
     np.testing.assert_allclose(step, 0.5, rtol=1e-4)
 
 
