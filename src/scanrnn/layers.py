@@ -209,8 +209,11 @@ def serial(*layers: Layer) -> Layer:
         return tuple(params)
 
     def apply(params, xs, length=None):
-        if not isinstance(params, (tuple, list)) or len(params) != len(layers):
-            given = f"a {type(params).__name__} of {len(params)}" if isinstance(params, (tuple, list)) else type(params).__name__
+        # Exactly a tuple or list: a NamedTuple is one layer's params, even when
+        # its number of fields happens to equal the number of layers.
+        is_sequence = type(params) in (tuple, list)
+        if not is_sequence or len(params) != len(layers):
+            given = f"a {type(params).__name__} of {len(params)}" if is_sequence else type(params).__name__
             raise ValueError(f"serial of {len(layers)} layers expects a tuple of {len(layers)} params, got {given}")
         for layer, p in zip(layers, params):
             xs = layer.apply(p, xs, length=length)

@@ -35,9 +35,11 @@ def check_length(length, num_steps: int) -> Optional[Array]:
     """
     if length is None:
         return None
-    if isinstance(length, bool) or not (
-        isinstance(length, (int, np.integer)) or jnp.issubdtype(jnp.result_type(length), jnp.integer)
-    ):
+    try:
+        integer = isinstance(length, (int, np.integer)) or jnp.issubdtype(jnp.result_type(length), jnp.integer)
+    except TypeError:  # not array-like at all, such as a string
+        integer = False
+    if isinstance(length, bool) or not integer:
         raise ValueError(f"length must be an integer scalar, got {length!r}")
     length = jnp.asarray(length)
     if length.ndim != 0:
