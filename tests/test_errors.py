@@ -137,7 +137,7 @@ def test_unroll_batch_length(rnn):
         unroll_batch(cell, params, xs_((2, T, I)), length=jnp.array([3, -1]))
     with pytest.raises(ValueError, match=re.escape(f"length must lie in [0, {T}], got values in [2, 7]")):
         unroll_batch(cell, params, xs_((2, T, I)), length=jnp.array([2, 7]))
-    with pytest.raises(ValueError, match=re.escape("length must have shape (2,) (one per example), got (3,)")):
+    with pytest.raises(ValueError, match=re.escape("length must have shape (2,) (one per example), got shape (3,)")):
         unroll_batch(cell, params, xs_((2, T, I)), length=jnp.array([1, 2, 3]))
 
 
@@ -241,6 +241,15 @@ def test_bidirectional_params_not_stacked(lstm):
         bidirectional(cell).apply(three, xs_())
     with pytest.raises(ValueError, match=message):
         unroll_bidirectional(cell, params, xs_())
+
+
+def test_bidirectional_params_that_only_look_stacked():
+    """simple_rnn(2) params lead with 2 on every leaf; unstacked, they must still be refused."""
+    cell = scanrnn.simple_rnn(2)
+    params = cell.init(jax.random.key(0), 2)
+    message = re.escape("bidirectional params must be the cell's params stacked on a leading direction axis of size 2")
+    with pytest.raises(ValueError, match=message + r".*w_ih must have rank 2, got shape \(2,\)"):
+        bidirectional(cell).apply(params, jnp.ones((4, 2), jnp.float32))
 
 
 # --------------------------------------------------------------------------

@@ -306,7 +306,7 @@ def test_bad_inputs_raise():
         model.apply(params, np.zeros((B, T, 4), np.float32))
     with pytest.raises(ValueError, match=r"length must have shape \(3,\).*got shape \(2,\)"):
         model.apply(params, x, length=np.array([1, 2]))
-    with pytest.raises(ValueError, match=r"length must have shape \(\).*got shape \(1,\)"):
+    with pytest.raises(ValueError, match=r"length must be a scalar.*got shape \(1,\)"):
         model.apply(params, x[0], length=np.array([1]))
     with pytest.raises(ValueError, match=r"\[0, 7\].*\[3, 8\]"):
         model.apply(params, x, length=np.array([3, 8, 4]))

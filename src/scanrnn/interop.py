@@ -68,15 +68,11 @@ import jax.numpy as jnp
 
 from . import cells as _cells
 from .layers import Layer, bidirectional
-from .unroll import unroll, unroll_bidirectional
+from .unroll import check_length, check_lengths, unroll, unroll_bidirectional
 
 __all__ = ["from_torch"]
 
 ACCEPTED = "torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU"
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _jax_dtype(torch_dtype):
@@ -278,21 +274,10 @@ def from_torch(module) -> tuple[Layer, tuple]:
         B, T = x.shape[0], x.shape[1]
 
         if length is not None:
-            length = jnp.asarray(length)
-            if not jnp.issubdtype(length.dtype, jnp.integer):
-                raise ValueError(f"length must be an integer array, got dtype {length.dtype}")
-            expected = (B,) if batched else ()
-            if length.shape != expected:
-                raise ValueError(
-                    f"length must have shape {expected} ({'one per example' if batched else 'a scalar for unbatched x'}), "
-                    f"got shape {length.shape}"
-                )
-            if _is_concrete(length) and length.size:
-                lo, hi = int(length.min()), int(length.max())
-                if lo < 0 or hi > T:
-                    raise ValueError(f"length must lie in [0, {T}] (T, the number of steps), got values in [{lo}, {hi}]")
-            if not batched:
-                length = length[None]
+            if batched:
+                length = check_lengths(length, B, T)
+            else:
+                length = check_length(length, T)[None]
 
         h0 = None
         if hx is not None:

@@ -173,8 +173,8 @@ def dense(
         if xs.ndim == 1:
             return affine(params, xs)
         xs = check_sequence(xs)
-        ys = jax.vmap(affine, in_axes=(None, 0))(params, xs)
         length = check_length(length, xs.shape[0])
+        ys = jax.vmap(affine, in_axes=(None, 0))(params, xs)
         if length is None:
             return ys
         valid = jnp.arange(xs.shape[0], dtype=length.dtype) < length

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from .layers import Layer, last_valid
-from .unroll import check_length
+from .unroll import check_length, check_lengths
 
 Array = jax.Array
 
@@ -117,13 +117,12 @@ LOSSES = {"mse": mse, "last_step_mse": last_step_mse, "softmax_cross_entropy": s
 def _check_batch(batch) -> Batch:
     if not isinstance(batch, Batch):
         raise ValueError(f"expected a scanrnn.train.Batch(x, y, length), got {type(batch).__name__}")
-    n = jnp.shape(batch.x)[0] if jnp.ndim(batch.x) else None
     if jnp.ndim(batch.x) != 3:
         raise ValueError(f"batch.x must have shape [B, T, I], got {jnp.shape(batch.x)}")
+    n = jnp.shape(batch.x)[0]
     if jnp.shape(batch.y)[:1] != (n,):
         raise ValueError(f"batch.y must have a leading batch axis of {n}, got shape {jnp.shape(batch.y)}")
-    if batch.length is not None and jnp.shape(batch.length) != (n,):
-        raise ValueError(f"batch.length must have shape ({n},), got {jnp.shape(batch.length)}")
+    check_lengths(batch.length, n, jnp.shape(batch.x)[1])
     return batch
 
 

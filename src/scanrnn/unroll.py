@@ -53,6 +53,22 @@ def check_length(length, num_steps: int) -> Optional[Array]:
     return length
 
 
+def check_lengths(lengths, batch: int, num_steps: int) -> Optional[Array]:
+    """Validate per-example lengths ``[batch]``; the batched :func:`check_length`."""
+    if lengths is None:
+        return None
+    lengths = jnp.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise ValueError(f"length must be an integer array, got dtype {lengths.dtype}")
+    if lengths.shape != (batch,):
+        raise ValueError(f"length must have shape ({batch},) (one per example), got shape {lengths.shape}")
+    if _is_concrete(lengths) and lengths.size:
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 0 or hi > num_steps:
+            raise ValueError(f"length must lie in [0, {num_steps}], got values in [{lo}, {hi}]")
+    return lengths
+
+
 def check_sequence(xs, name: str = "xs") -> Array:
     """Return ``xs`` as an array of rank 2 ``[T, features]``, or raise a ValueError."""
     xs = jnp.asarray(xs)
@@ -121,7 +137,9 @@ def unroll(
 
     For cells with ``project`` and ``step`` (all the built-in ones) the input
     projection of all ``T`` steps is one matrix product before the scan, and
-    only ``step`` runs inside it.
+    only ``step`` runs inside it. Called outside :func:`jax.jit`, each call
+    traces and compiles its scan again; wrap the surrounding function in
+    ``jax.jit`` for repeated use.
 
     >>> from scanrnn import gru
     >>> cell = gru(8)
@@ -189,15 +207,7 @@ def unroll_batch(cell, params, xs, carry=None, *, length=None, reverse=False, un
     xs = jnp.asarray(xs)
     if xs.ndim != 3:
         raise ValueError(f"xs must have shape [B, T, input_size], got shape {xs.shape}")
-    batch = xs.shape[0]
-    if length is not None:
-        length = jnp.asarray(length)
-        if length.shape != (batch,):
-            raise ValueError(f"length must have shape ({batch},) (one per example), got {length.shape}")
-        if _is_concrete(length) and length.size:
-            lo, hi = int(length.min()), int(length.max())
-            if lo < 0 or hi > xs.shape[1]:
-                raise ValueError(f"length must lie in [0, {xs.shape[1]}], got values in [{lo}, {hi}]")
+    length = check_lengths(length, xs.shape[0], xs.shape[1])
 
     def one(x, c, n):
         return _unroll(cell, params, x, c, length=n, reverse=reverse, unroll=unroll)
@@ -225,7 +235,8 @@ def unroll_bidirectional(cell, params, xs, carry=None, *, length=None, unroll=1)
       ``(final_carries, ys)``, each leaf with a leading direction axis of 2
       (forward first); ``ys[1]`` is in the original time order, so ``ys[1][0]``
       is the backward direction's output after reading the whole sequence.
-      It equals ``unroll(forward) `` and ``unroll(backward, reverse=True)``.
+      It equals ``unroll`` of the forward params and ``unroll(..., reverse=True)``
+      of the backward params.
     """
     xs = check_sequence(xs)
     length = check_length(length, xs.shape[0])
@@ -235,6 +246,13 @@ def unroll_bidirectional(cell, params, xs, carry=None, *, length=None, unroll=1)
             "bidirectional params must be stacked on a leading direction axis of size 2, "
             f"got leading axes {sorted(leading)}"
         )
+    try:
+        jax.eval_shape(cell.initial_carry, jax.tree.map(lambda a: a[0], params))
+    except ValueError as error:
+        raise ValueError(
+            "bidirectional params must be the cell's params stacked on a leading direction axis "
+            f"of size 2 (jax.vmap of cell.init); one direction's slice is not: {error}"
+        ) from error
     n = jnp.asarray(xs.shape[0]) if length is None else length
     both = jnp.stack([xs, flip_valid(xs, n)])  # [2, T, I]: forward, backward order
     if carry is None:
