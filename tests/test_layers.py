@@ -212,6 +212,24 @@ def test_seed_models_shapes():
     assert params[0].w_ih == (2, 20, 3) and params[1].w_ih == (12, 10) and one == (T, 2)
 
 
+def _count(model, input_size):
+    params = jax.eval_shape(lambda k: model.init(k, input_size), jax.random.key(0))
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+
+
+def test_seed_models_have_the_keras_parameter_counts():
+    """The second seed's Keras models, counted by hand: H (I + H + 1) per SimpleRNN,
+    4H (I + H + 1) per LSTM, 3H (I + H + 2) per GRU (reset_after keeps two biases)."""
+    rnn, lstm, gru = scanrnn.simple_rnn, scanrnn.lstm, scanrnn.gru
+    assert _count(serial(recurrent(rnn(1), return_sequences=False)), 1) == 3
+    deep = serial(recurrent(rnn(20)), recurrent(rnn(20)), recurrent(rnn(1), return_sequences=False))
+    assert _count(deep, 1) == 440 + 820 + 22
+    deep_dense = serial(recurrent(rnn(20)), recurrent(rnn(20), return_sequences=False), dense(1))
+    assert _count(deep_dense, 1) == 440 + 820 + 21
+    assert _count(serial(recurrent(lstm(20)), recurrent(lstm(20)), dense(1)), 1) == 1760 + 3280 + 21
+    assert _count(serial(recurrent(gru(20)), recurrent(gru(20)), dense(10)), 1) == 1380 + 2520 + 210
+
+
 def test_many_to_one_seed_against_hand_composition():
     model = serial(
         recurrent(scanrnn.simple_rnn(6, "sigmoid", param_dtype=F64)),
