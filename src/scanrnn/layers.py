@@ -85,9 +85,7 @@ def recurrent(cell: _cells.Cell, return_sequences: bool = True, *, unroll_steps:
     """
 
     def apply(params, xs, length=None):
-        xs = check_sequence(xs)
-        length = check_length(length, xs.shape[0])
-        _, ys = unroll(cell, params, xs, length=length, unroll=unroll_steps)
+        _, ys = unroll(cell, params, xs, length=length, unroll=unroll_steps)  # checks xs and length
         return ys if return_sequences else last_valid(ys, length)
 
     return Layer(cell.init, apply)
@@ -118,9 +116,7 @@ def bidirectional(
         return jax.vmap(lambda k: cell.init(k, input_size))(jax.random.split(key, 2))
 
     def apply(params, xs, length=None):
-        xs = check_sequence(xs)
-        length = check_length(length, xs.shape[0])
-        _, ys = unroll_bidirectional(cell, params, xs, length=length, unroll=unroll_steps)
+        _, ys = unroll_bidirectional(cell, params, xs, length=length, unroll=unroll_steps)  # checks xs and length
         # Index the direction axis leaf by leaf: a user cell's y may be a pytree.
         forward = jax.tree.map(lambda y: y[0], ys)
         backward = jax.tree.map(lambda y: y[1], ys)
