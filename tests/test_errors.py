@@ -278,3 +278,16 @@ def test_wrong_carry(rnn, lstm):
         unroll(cell, params, xs_(), scanrnn.RNNCarry(h))
     with pytest.raises(ValueError, match=r"carry must have the shapes"):
         unroll(cell, params, xs_(), scanrnn.LSTMCarry(jnp.zeros((2, H), jnp.float32), h))
+
+
+def test_input_dtype_must_match_params():
+    """float64 inputs to float32 params would change the carry's dtype inside the scan."""
+    cell = scanrnn.gru(3)
+    params = cell.init(jax.random.key(0), 2)  # float32
+    message = re.escape("gru: x must have the params' dtype float32, got float64")
+    with pytest.raises(ValueError, match=message):
+        unroll(cell, params, jnp.ones((4, 2), jnp.float64))
+    with pytest.raises(ValueError, match=message):
+        cell.apply(params, cell.initial_carry(params), jnp.ones(2, jnp.float64))
+    with pytest.raises(ValueError, match=re.escape("dense: x must have the params' dtype float32, got float64")):
+        dense(2).apply(dense(2).init(jax.random.key(0), 3), jnp.ones((4, 3), jnp.float64))

@@ -180,11 +180,18 @@ def _check_params(name: str, params, cls, shapes: Callable[[int], dict]) -> None
             raise ValueError(f"{name}: params.{field} must have shape {expected}, got {given}")
 
 
-def _check_x(name: str, x, input_size: int) -> None:
+def _check_x(name: str, x, kernel) -> None:
+    """``x`` must be one example ``[I]`` for ``kernel [G, I]``, of its dtype when floating."""
+    input_size = kernel.shape[1]
     if _shape(x) != (input_size,):
         raise ValueError(
             f"{name}: x must have shape ({input_size},) (one example, input_size from params), "
             f"got {_shape(x)}"
+        )
+    dtype = jnp.result_type(x)
+    if jnp.issubdtype(dtype, jnp.floating) and dtype != kernel.dtype:
+        raise ValueError(
+            f"{name}: x must have the params' dtype {kernel.dtype}, got {dtype}; cast one of them"
         )
 
 
@@ -238,7 +245,7 @@ def _make_cell(
 
     def checked_project(params, x):
         check(params)
-        _check_x(name, x, params.w_ih.shape[1])
+        _check_x(name, x, params.w_ih)
         return project(params, x)
 
     def checked_step(params, carry, p):

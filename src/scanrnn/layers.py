@@ -154,7 +154,7 @@ def dense(
         )
 
     def affine(params, x):
-        _cells._check_x("dense", x, params.w.shape[1])
+        _cells._check_x("dense", x, params.w)
         return params.w @ x + params.b
 
     def apply(params, xs, length=None):
