@@ -9,6 +9,8 @@ import doctest
 import importlib
 import pathlib
 import re
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -32,13 +34,15 @@ def test_docstring_examples(name):
     assert result.failed == 0
 
 
-@pytest.mark.usefixtures("user_config")
 def test_readme_example():
+    """The README's example, in a fresh interpreter with JAX's default configuration."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "the README has a Python example"
-    namespace = {}
-    exec(compile(blocks[0], str(README), "exec"), namespace)
-    history = namespace["history"]
-    assert len(history["valid_loss"]) == 5
-    assert history["valid_loss"][-1] < history["valid_loss"][0]
-    assert namespace["ys"].shape == (32, 1)
+    check = (
+        "\nassert len(history['valid_loss']) == 5, history"
+        "\nassert history['valid_loss'][-1] < history['valid_loss'][0], history"
+        "\nassert ys.shape == (32, 1), ys.shape"
+        "\nassert ys.dtype == jnp.float32"
+    )
+    result = subprocess.run([sys.executable, "-c", blocks[0] + check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -322,6 +322,9 @@ def test_bad_inputs_raise():
         model.apply(params[:1], x)
 
 
-def test_importing_does_not_import_torch():
-    code = "import scanrnn, scanrnn.interop, sys; assert 'torch' not in sys.modules"
+def test_importing_does_not_import_torch_or_matplotlib():
+    code = (
+        "import scanrnn, scanrnn.interop, sys; "
+        "assert 'torch' not in sys.modules; assert 'matplotlib' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -32,6 +32,7 @@ from .cells import (
 )
 from .layers import DenseParams, Layer, bidirectional, dense, last_valid, recurrent, serial
 from .unroll import flip_valid, unroll, unroll_batch, unroll_bidirectional
+from . import checkpoint, data, interop, plot, train  # noqa: E402  (torch and matplotlib load lazily)
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,11 @@ __all__ = [
     "RNNCarry",
     "RNNParams",
     "bidirectional",
+    "checkpoint",
+    "data",
+    "interop",
+    "plot",
+    "train",
     "dense",
     "flip_valid",
     "gru",
