@@ -49,3 +49,16 @@ def test_main_job_rejects_bad_flags(tmp_path):
 def test_module_entry_point_prints_help():
     result = subprocess.run([sys.executable, "-m", "scanrnn", "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--task" in result.stdout
+
+
+def test_hidden_sizes_set_the_depth():
+    from scanrnn.__main__ import build_parser, resolve
+
+    def parsed(*flags):
+        return resolve(build_parser().parse_args(["train", *flags]))
+
+    assert parsed("--hidden", "6", "4", "2").layers == 3
+    assert parsed("--hidden", "8", "--layers", "3").hidden == [8, 8, 8]
+    assert parsed().hidden == [20, 20] and parsed("--task", "binary-sum").hidden == [6, 4]
+    with pytest.raises(SystemExit, match=r"--hidden needs 1 or --layers \(2\) numbers, got 3"):
+        parsed("--layers", "2", "--hidden", "6", "4", "2")

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill unset flags from the task's defaults and check them."""
+    if args.layers is None and args.hidden is not None and len(args.hidden) > 1:
+        args.layers = len(args.hidden)  # one size per layer names the depth
     for name, value in DEFAULTS[args.task].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -63,8 +65,6 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         raise SystemExit(f"--layers must be at least 1, got {args.layers}")
     if len(args.hidden) == 1:
         args.hidden = args.hidden * args.layers
-    elif args.layers != len(args.hidden) and args.layers == DEFAULTS[args.task]["layers"]:
-        args.layers = len(args.hidden)
     if len(args.hidden) != args.layers:
         raise SystemExit(f"--hidden needs 1 or --layers ({args.layers}) numbers, got {len(args.hidden)}")
     if args.peephole and args.cell != "lstm":

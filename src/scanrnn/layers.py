@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from . import cells as _cells
-from .unroll import check_length, check_sequence, unroll, unroll_bidirectional
+from .unroll import check_length, check_sequence, unroll, unroll_bidirectional, valid_steps
 
 Array = jax.Array
 
@@ -173,8 +173,7 @@ def dense(
         ys = jax.vmap(affine, in_axes=(None, 0))(params, xs)
         if length is None:
             return ys
-        valid = jnp.arange(xs.shape[0], dtype=length.dtype) < length
-        return jnp.where(valid[:, None], ys, jnp.zeros_like(ys))
+        return jnp.where(valid_steps(xs.shape[0], length)[:, None], ys, jnp.zeros_like(ys))
 
     return Layer(init, apply)
 

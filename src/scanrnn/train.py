@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from .layers import Layer, last_valid
-from .unroll import check_length, check_lengths
+from .unroll import check_length, check_lengths, valid_steps
 
 Array = jax.Array
 
@@ -44,8 +44,12 @@ def _check_same_shape(name, pred, target):
         raise ValueError(f"{name}: pred and target must have the same shape, got {jnp.shape(pred)} and {jnp.shape(target)}")
 
 
-def _step_mask(num_steps: int, length) -> Array:
-    return jnp.arange(num_steps, dtype=length.dtype) < length
+def _masked_mean(values: Array, length) -> Array:
+    """Mean of ``values [T, ...]`` over the elements of its first ``length`` steps (0 when none)."""
+    values = values.reshape(values.shape[0], -1)
+    mask = valid_steps(values.shape[0], length)[:, None]
+    total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
+    return total / (jnp.maximum(length, 1).astype(values.dtype) * values.shape[1])
 
 
 def mse(pred, target, length=None) -> Array:
@@ -60,12 +64,7 @@ def mse(pred, target, length=None) -> Array:
     err = jnp.square(pred - target)
     if length is None or err.ndim < 2:
         return jnp.mean(err)
-    length = check_length(length, err.shape[0])
-    err = err.reshape(err.shape[0], -1)
-    mask = _step_mask(err.shape[0], length)
-    total = jnp.sum(jnp.where(mask[:, None], err, jnp.zeros_like(err)))
-    count = jnp.maximum(length, 1).astype(err.dtype) * err.shape[1]
-    return total / count
+    return _masked_mean(err, check_length(length, err.shape[0]))
 
 
 def last_step_mse(pred, target, length=None) -> Array:
@@ -101,10 +100,7 @@ def softmax_cross_entropy(logits, labels, length=None) -> Array:
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     if length is None or nll.ndim == 0:
         return jnp.mean(nll)
-    length = check_length(length, nll.shape[0])
-    mask = _step_mask(nll.shape[0], length)
-    total = jnp.sum(jnp.where(mask, nll, jnp.zeros_like(nll)))
-    return total / jnp.maximum(length, 1).astype(nll.dtype)
+    return _masked_mean(nll, check_length(length, nll.shape[0]))
 
 
 LOSSES = {"mse": mse, "last_step_mse": last_step_mse, "softmax_cross_entropy": softmax_cross_entropy}

@@ -80,6 +80,12 @@ def check_sequence(xs, name: str = "xs") -> Array:
     return xs
 
 
+def valid_steps(num_steps: int, length) -> Array:
+    """A boolean ``[num_steps]`` mask, true on the first ``length`` steps."""
+    length = jnp.asarray(length)
+    return jnp.arange(num_steps, dtype=length.dtype) < length
+
+
 def flip_valid(xs, length) -> Array:
     """Reverse the first ``length`` steps of ``xs`` along axis 0, keeping the rest.
 
