@@ -51,6 +51,14 @@ class Cell(NamedTuple):
         ``apply``; hoisted out of the scan by :func:`scanrnn.unroll`.
       step: optional ``(params, carry, p) -> (carry, y)``, the recurrent part,
         with ``apply(params, carry, x) == step(params, carry, project(params, x))``.
+      parallel: optional ``(params, carry, ps, length) -> (carry, ys)``, the
+        whole sequence at once for cells whose recurrence can be evaluated in
+        parallel over time (a linear recurrence, by an associative scan).
+        ``ps`` is ``[T, ...]``, the stacked ``project`` of every step, and
+        ``length`` is ``None`` or an integer scalar; it must equal the scan
+        of ``step`` masked as :func:`scanrnn.unroll` masks it. When it is
+        set (with ``project``), :func:`scanrnn.unroll` calls it instead of
+        scanning ``step``.
     """
 
     init: Callable
@@ -58,6 +66,7 @@ class Cell(NamedTuple):
     apply: Callable
     project: Optional[Callable] = None
     step: Optional[Callable] = None
+    parallel: Optional[Callable] = None
 
 
 # --------------------------------------------------------------------------

@@ -162,11 +162,23 @@ def unroll(
     else:
         _check_carry(cell, params, carry)
 
+    project = getattr(cell, "project", None)
+    step = getattr(cell, "step", None)
+    parallel = getattr(cell, "parallel", None)
+    if project is not None and parallel is not None:
+        # The whole sequence at once; reversal is a flip of the valid part.
+        n = length if length is not None else jnp.asarray(num_steps)
+        if reverse:
+            xs = flip_valid(xs, n)
+        inputs = jax.vmap(project, in_axes=(None, 0))(params, xs)
+        carry, ys = parallel(params, carry, inputs, length)
+        if reverse:
+            ys = jax.tree.map(lambda y: flip_valid(y, n), ys)
+        return carry, ys
+
     if reverse and length is not None:
         xs = flip_valid(xs, length)
 
-    project = getattr(cell, "project", None)
-    step = getattr(cell, "step", None)
     if project is not None and step is not None:
         # One [T, I] x [I, G] product: vmap of a matrix-vector product.
         inputs = jax.vmap(project, in_axes=(None, 0))(params, xs)
