@@ -122,3 +122,47 @@ def split(*arrays, sizes: Sequence[Union[int, float]], rng: RNG | None = None):
         taken = tuple(np.asarray(a)[index] for a in arrays)
         parts.append(taken[0] if len(arrays) == 1 else taken)
     return tuple(parts)
+
+
+def adding_problem(n: int, n_steps: int = 200, *, rng: RNG):
+    """The adding problem (Hochreiter and Schmidhuber 1997), as Arjovsky et al. (2016) set it.
+
+    Each example is a sequence of ``n_steps`` pairs ``(value, marker)``:
+    the values are uniform on ``[0, 1)``, and exactly two markers are 1,
+    one at a uniformly drawn step of the first half ``[0, n_steps // 2)``
+    and one at a uniformly drawn step of the second half
+    ``[n_steps // 2, n_steps)`` (the placement of Arjovsky, Shah and Bengio
+    2016, Sec. 4.2; Le, Jaitly and Hinton 2015 use the same inputs and
+    target). The target is the sum of the two marked values. A model that
+    ignores its input does best by always predicting 1, with mean squared
+    error ``Var(U_1 + U_2) = 2/12 = 1/6 ~ 0.167``, the baseline a model must
+    beat to have learned anything.
+
+    Args:
+      n: the number of examples.
+      n_steps: the sequence length ``T``, at least 2.
+      rng: a :class:`numpy.random.Generator` or an int seed.
+
+    Returns:
+      ``(x, y)``: float32 ``x [n, n_steps, 2]`` (value, marker) and
+      ``y [n, 1]``.
+
+    >>> x, y = adding_problem(3, 10, rng=0)
+    >>> x.shape, y.shape, x[..., 1].sum(axis=1).tolist()
+    ((3, 10, 2), (3, 1), [2.0, 2.0, 2.0])
+    """
+    for name, value, minimum in (("n", n, 1), ("n_steps", n_steps, 2)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{name} must be an int of at least {minimum}, got {value!r}")
+    g = _rng(rng)
+    half = n_steps // 2
+    values = g.random((n, n_steps))
+    first = g.integers(0, half, size=n)
+    second = g.integers(half, n_steps, size=n)
+    rows = np.arange(n)
+    markers = np.zeros((n, n_steps))
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    x = np.stack([values, markers], axis=-1).astype(np.float32)
+    y = (x[rows, first, 0] + x[rows, second, 0])[:, None]
+    return x, y
