@@ -34,9 +34,9 @@ scan combines ``(log a, log b)`` pairs with
 giving :math:`\log A_t = \sum_{s \le t} \log a_s` and
 :math:`\log S_t = \log \sum_{s \le t} (\prod_{s < r \le t} a_r)\, b_s`.
 The state is then :math:`h_t = e^{\log A_t} \odot h_0 + e^{\log S_t}`, which
-holds for an initial carry :math:`h_0` of any sign. Steps past ``length``
-become the identity map (``a = 1``, ``b = 0``): the carry stops changing and
-the outputs there are set to zeros, as :func:`scanrnn.unroll` masks a scan.
+holds for an initial carry :math:`h_0` of any sign. With a ``length``, the
+returned carry is :math:`h_{\text{length}}` (:math:`h_0` when it is 0) and the
+outputs past it are zeros, as :func:`scanrnn.unroll` masks a scan.
 """
 
 from __future__ import annotations
@@ -109,24 +109,17 @@ def _combine(earlier, later):
     return log_a1 + log_a2, jnp.logaddexp(log_b1 + log_a2, log_b2)
 
 
-def linear_scan_log(h0: Array, log_a: Array, log_b: Array, valid=None) -> Array:
+def linear_scan_log(h0: Array, log_a: Array, log_b: Array) -> Array:
     r"""All states of :math:`h_t = a_t \odot h_{t-1} + b_t` from ``log a`` and ``log b``.
 
     Args:
       h0: ``[H]``, the state before the first step, of either sign.
       log_a: ``[T, H]``, the logs of the (positive) coefficients.
       log_b: ``[T, H]``, the logs of the (positive) offsets.
-      valid: optional boolean ``[T]``; steps where it is false are the
-        identity map.
 
     Returns:
-      ``[T, H]``, the states :math:`h_1 \ldots h_T` (past the valid steps,
-      the last valid state repeated).
+      ``[T, H]``, the states :math:`h_1 \ldots h_T`.
     """
-    if valid is not None:
-        keep = valid[:, None]
-        log_a = jnp.where(keep, log_a, jnp.zeros_like(log_a))
-        log_b = jnp.where(keep, log_b, jnp.full_like(log_b, -jnp.inf))
     log_prod, log_sum = jax.lax.associative_scan(_combine, (log_a, log_b), axis=0)
     return jnp.exp(log_prod) * h0[None, :] + jnp.exp(log_sum)
 
@@ -193,12 +186,15 @@ def _make_min_cell(name, hidden_size, mode, params_cls, gates, make_params, step
         length = check_length(length, num_steps)
         if num_steps == 0:
             return carry, jnp.zeros((0, H), carry.h.dtype)
-        log_a, log_b = log_coefficients(ps)
-        valid = None if length is None else valid_steps(num_steps, length)
-        hs = linear_scan_log(carry.h, log_a, log_b, valid)
-        # Past `length` the steps are identities, so the last state is h_length.
-        ys = hs if valid is None else jnp.where(valid[:, None], hs, jnp.zeros_like(hs))
-        return RNNCarry(hs[-1]), ys
+        hs = linear_scan_log(carry.h, *log_coefficients(ps))
+        if length is None:
+            return RNNCarry(hs[-1]), hs
+        # States past `length` are computed and discarded, as the masked scan
+        # discards its steps there: no -inf offsets, whose tangents would be NaN.
+        valid = valid_steps(num_steps, length)[:, None]
+        ys = jnp.where(valid, hs, jnp.zeros_like(hs))
+        last = jax.lax.dynamic_index_in_dim(hs, jnp.maximum(length - 1, 0), axis=0, keepdims=False)
+        return RNNCarry(jnp.where(length > 0, last, carry.h)), ys
 
     return Cell(init, initial_carry, apply, project, step, parallel if mode == "parallel" else None)
 
