@@ -1,0 +1,57 @@
+"""experiments/sine_forecast.py --quick runs end to end and writes a table whose baselines are right."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from scanrnn import data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "experiments", "sine_forecast.py")
+
+
+def test_quick_run(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--quick", "--epochs", "1", "--out", str(out), "--seed", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("results.json", "results.md", "learning_curves.png", "forecasts_one_step.png",
+                 "forecasts_ten_steps.png"):
+        assert (out / name).stat().st_size > 0, name
+    result = json.loads((out / "results.json").read_text())
+    assert result["settings"]["seed"] == 3 and "--quick" in result["command"]
+    assert result["wall_seconds"] > 0
+    rows = {(r["horizon"], r["model"]): r for r in result["rows"]}
+
+    # Every model the quick run trains, the two naive forecasts and the iterated one-step model.
+    trained = {(1, "linear"), (1, "deep RNN + dense"), (1, "NARX (20, k 5)"), (10, "linear"),
+               (10, "WaveNet (dilations 1-8, twice)")}
+    expected = trained | {(1, "naive (last value)"), (10, "naive (last value)"),
+                          (10, "iterated one-step (deep RNN + dense)")}
+    assert set(rows) == expected
+    for key, row in rows.items():
+        assert np.isfinite(row["valid_mse"]) and np.isfinite(row["test_mse"]), key
+        assert (row["params"] > 0) == (key[1] != "naive (last value)")
+    assert set(k.split(":", 1)[1] for k in result["histories"]) == {name for _, name in trained}
+    for hist in result["histories"].values():
+        assert len(hist["train_loss"]) == len(hist["valid_loss"]) == 1
+    assert rows[(1, "linear")]["params"] == 51 and rows[(10, "linear")]["params"] == 510
+    # Sequence outputs report the MSE over all their steps as well.
+    assert np.isfinite(rows[(1, "NARX (20, k 5)")]["test_mse_all_steps"])
+
+    # The naive forecasts' MSE, computed here from the data: 640 series split 448 / 128 / 64.
+    for horizon in (1, 10):
+        series = data.generate_time_series(640, 50 + horizon, rng=3)[..., 0].astype(np.float64)
+        for part, rows_slice in (("valid", slice(448, 576)), ("test", slice(576, 640))):
+            s = series[rows_slice]
+            naive = np.mean((s[:, 50:] - s[:, 49:50]) ** 2)
+            np.testing.assert_allclose(rows[(horizon, "naive (last value)")][f"{part}_mse"], naive, rtol=1e-6)
+
+    table = (out / "results.md").read_text()
+    assert "| 10 | iterated one-step (deep RNN + dense) |" in table and "Géron (2019)" in table
+    assert "naive (last value)" in proc.stdout  # the table is printed too
