@@ -87,8 +87,7 @@ def causal_conv(
 
     and gives ``floor((T - d (K - 1) - 1) / s) + 1`` steps, output ``t``
     being aligned with its newest input ``s t + d (K - 1)`` (and no steps
-    when ``T < d (K - 1) + 1``). This is the
-    form of the second seed's ``Conv1D(filters=20, kernel_size=4,
+    when ``T < d (K - 1) + 1``). This is the form of the second seed's ``Conv1D(filters=20, kernel_size=4,
     strides=2, padding="valid")`` in front of a GRU: 50 inputs give 24
     outputs, output ``t`` reading inputs ``2t .. 2t + 3``, and the last one
     reads the last four inputs. (With causal padding and ``s = 2`` the last
@@ -117,7 +116,11 @@ def causal_conv(
     those of :func:`scanrnn.dense` and the recurrent layers; outputs before
     it read valid inputs only. A strided or valid convolution changes the
     time axis, so a ``length`` counted in input steps would not describe its
-    output, and it raises a ValueError.
+    output, and it raises a ValueError. :func:`scanrnn.serial` reads each
+    layer's feature size off a one-step sequence, which a valid convolution
+    maps to zero steps: a sequence layer after it initialises as usual, but
+    a many-to-one recurrent layer directly after it cannot take the last of
+    zero steps; initialise such a model's layers one by one.
 
     Params (:class:`ConvParams`): ``w [F, I, K]``, ``b [F]``.
 
