@@ -1,0 +1,52 @@
+"""The gradient-flow study's --quick path, in a subprocess."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "gradient_flow.py"
+
+
+def test_quick_run_writes_its_table_plots_and_results(tmp_path):
+    out = tmp_path / "gf"
+    command = [sys.executable, str(SCRIPT), "--quick", "--models", "rnn-tanh,lstm", "--seed", "3", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "|g_0|/|g_T-1| init" in result.stdout and "not within 40" in result.stdout
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["seed"] == 3 and results["quick"] and results["settings"]["steps_T"] == 30
+    rows = {r["model"]: r for r in results["models"]}
+    assert list(rows) == ["rnn-tanh", "lstm"]
+    for row in rows.values():
+        init, trained = np.asarray(row["grad_norms_init"]), np.asarray(row["grad_norms_trained"])
+        assert init.shape == trained.shape == (30,)
+        assert np.all(np.isfinite(init)) and init[-1] > 0
+        assert row["ratio_init"] == init[0] / init[-1]
+        # The test MSE is recorded at step 0 and after every 20 steps.
+        assert [s for s, _ in row["test_curve"]] == [0, 20, 40]
+        assert row["final_test_mse"] == row["test_curve"][-1][1]
+        assert row["learned"] == (row["final_test_mse"] < 0.01)
+    # The spectrum of the recurrent matrix: one block for the simple RNN, four gates for the LSTM.
+    assert list(rows["rnn-tanh"]["eigenvalues"]) == ["h"] and list(rows["lstm"]["eigenvalues"]) == list("ifgo")
+    assert len(rows["lstm"]["eigenvalues"]["f"]["real"]) == 8
+    for name in ("grad_norms.png", "spectra.png", "learning_curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_model_and_uneven_budget_are_rejected(capsys):
+    spec = importlib.util.spec_from_file_location("gradient_flow", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.parse_args(["--quick", "--models", "transformer"])
+    assert "unknown models ['transformer']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module.parse_args(["--max-steps", "150", "--eval-every", "100"])
+    assert "must be a multiple of --eval-every" in capsys.readouterr().err
+    assert module.parse_args(["--quick"]).out.endswith("gradient_flow-quick")
