@@ -15,12 +15,12 @@ import scanrnn
 from helpers import count_primitive, normal, random_params
 from scanrnn.minimal import MinGRUParams, MinLSTMParams, g, log_g, min_gru, min_lstm
 
-H, I, T = 4, 3, 9
+H, I, T = 4, 3, 5  # a short T: the compile time of the associative scan grows with log T
 CELLS = [("min_gru", min_gru, 2), ("min_lstm", min_lstm, 3)]
 CELL_IDS = [c[0] for c in CELLS]
 TOL = {jnp.float64: dict(rtol=1e-12, atol=1e-12), jnp.float32: dict(rtol=1e-5, atol=1e-5)}
 # Lengths of the batch rows: empty, partial, full.
-LENGTHS = np.array([0, 1, 5, T])
+LENGTHS = np.array([0, 2, T])
 
 
 # --------------------------------------------------------------------------
@@ -122,8 +122,8 @@ def test_g_and_log_g():
 
 # (length?, reverse?, initial carry?) of the unroll_batch calls compared; float32 runs fewer.
 VARIANTS = {
-    jnp.float64: [(True, False, True), (True, True, True), (False, True, True), (False, False, False)],
-    jnp.float32: [(True, True, True), (False, False, False)],
+    jnp.float64: [(True, True, True), (True, False, True), (False, False, False)],
+    jnp.float32: [(True, True, True), (False, True, True)],
 }
 
 
@@ -173,11 +173,11 @@ def test_modes_match_numpy_and_each_other(name, factory, gates, dtype):
 
 
 def test_parallel_is_stable_on_long_sequences():
-    """float32, 500 steps, saturated gates (where the log of a rounded sigmoid would be -inf):
+    """float32, 300 steps, saturated gates (where the log of a rounded sigmoid would be -inf):
     both cells stay finite and equal the float64 NumPy loop."""
     cells = [factory(H, param_dtype=jnp.float32) for _, factory, _ in CELLS]
     params = [random_params(cell, I, seed=7, scale=3.0) for cell in cells]
-    xs = normal((500, I), seed=8, dtype=jnp.float32)
+    xs = normal((300, I), seed=8, dtype=jnp.float32)
     carry = signed_carry(9, jnp.float32)
     run = jax.jit(lambda params, c, xs: [scanrnn.unroll(cell, p, xs, c) for cell, p in zip(cells, params)])
     for (name, _, _), p, (final, ys) in zip(CELLS, params, run(params, carry, xs)):
@@ -237,17 +237,15 @@ def test_parallel_gradients_equal_sequential(name, factory, gates):
     np.testing.assert_allclose(got[1].h[0], np.cos(carries.h[0]), rtol=1e-12)
 
 
-@pytest.mark.parametrize("name,factory,gates", CELLS, ids=CELL_IDS)
-def test_parallel_check_grads(name, factory, gates):
-    """Finite differences in float64 through the log-space scan, with a length and reversed."""
-    cell = factory(H, param_dtype=jnp.float64)
-    params = random_params(cell, I, seed=14)
-    carry = signed_carry(15, jnp.float64)
-    xs = normal((6, I), seed=16)
+def test_parallel_check_grads():
+    """Finite differences in float64 through the log-space scan of both cells, with a length, reversed."""
+    cells = [factory(H, param_dtype=jnp.float64) for _, factory, _ in CELLS]
+    params = [random_params(cell, I, seed=14 + k) for k, cell in enumerate(cells)]
+    carry = signed_carry(16, jnp.float64)
+    xs = normal((T, I), seed=17)
 
     def f(params, carry, xs):
-        final, ys = scanrnn.unroll(cell, params, xs, carry, length=4, reverse=True)
-        return final.h, ys
+        return [scanrnn.unroll(cell, p, xs, carry, length=3, reverse=True) for cell, p in zip(cells, params)]
 
     check_grads(jax.jit(f), (params, carry, xs), order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
 
@@ -267,17 +265,15 @@ def test_in_serial_and_bidirectional_layers():
     params = fast.init(jax.random.key(0), I)
     params = jax.tree.map(lambda a: a + 0.3 * normal(a.shape, seed=a.size), params)  # non-zero biases
     xs = normal((3, T, I), seed=17)
-    lengths = jnp.array([T, 4, 1])
-    padded = xs.at[1, 4:].set(100.0)
-    run = jax.jit(
-        lambda p, xs, padded, n: [jax.vmap(m.apply, in_axes=(None, 0, 0))(p, x, n) for m in (fast, slow) for x in (xs, padded)]
-    )
-    got, got_padded, want, want_padded = run(params, xs, padded, lengths)
+    lengths = jnp.array([T, 3, 1])
+    padded = xs.at[1, 3:].set(100.0).at[2, 1:].set(-100.0)
+    run = jax.jit(lambda p, xs, padded, n: [
+        jax.vmap(fast.apply, in_axes=(None, 0, 0))(p, xs, n), jax.vmap(slow.apply, in_axes=(None, 0, 0))(p, padded, n)
+    ])
+    got, want = run(params, xs, padded, lengths)
     assert got.shape == (3, 2)
+    # Equal, and the padding past each length changes nothing.
     _close(got, want, rtol=1e-12, atol=1e-12)
-    # Padding past the length does not change the many-to-one output.
-    _close(got_padded, got, rtol=1e-12, atol=1e-12)
-    _close(want_padded, want, rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------
