@@ -40,6 +40,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 
@@ -152,6 +153,16 @@ def bench_length(T, args, log):
     return rows
 
 
+def source_version() -> str:
+    """The git commit of the library, marked ``+ uncommitted changes`` when src/ differs from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit.stdout.strip() + (" + uncommitted changes in src/" if dirty.stdout.strip() else "")
+
+
 def table(rows):
     """Aligned text and Markdown tables of the rows."""
     head = ["T", "task", "cell", "median ms", "min ms", "LSTM / cell"]
@@ -173,26 +184,14 @@ def table(rows):
     return text, md
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    start = time.perf_counter()
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    rows = []
-    for T in args.steps:
-        rows.extend(bench_length(T, args, log))
-    wall = time.perf_counter() - start
-    text, md = table(rows)
+def write(args, rows, version, command, wall, complete):
+    """The Markdown table and the JSON record of the rows so far."""
+    _, md = table(rows)
     settings = (
         f"B={args.batch}, I={args.inputs}, H={args.hidden}, float32, seed {args.seed}; median of "
         f"{args.repeats} timed calls after one compiling call; jax {jax.__version__} on "
-        f"{jax.devices()[0].platform} ({os.cpu_count()} CPU cores, {platform.machine()})"
+        f"{jax.devices()[0].platform} ({os.cpu_count()} CPU cores, {platform.machine()}); scanrnn at {version}"
     )
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
-    print(text)
-    print(settings)
-    if args.label:
-        print(args.label)
-
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("# Parallel-scan cells against the sequential LSTM\n\n")
@@ -207,6 +206,9 @@ def main(argv=None):
         f.write(f"{settings}.\n\n")
         if args.label:
             f.write(f"{args.label}\n\n")
+        if not complete:
+            done = sorted({r["T"] for r in rows})
+            f.write(f"Incomplete: the run stopped after T = {done} of {args.steps}.\n\n")
         f.write(f"Command: `{command}` (wall time {wall:.0f} s, {datetime.date.today().isoformat()}).\n")
     json_path = os.path.splitext(args.out)[0] + ".json"
     with open(json_path, "w") as f:
@@ -217,12 +219,35 @@ def main(argv=None):
                 "jax": jax.__version__,
                 "platform": jax.devices()[0].platform,
                 "cpu_count": os.cpu_count(),
+                "source": version,
+                "complete": complete,
                 "wall_s": wall,
                 "rows": rows,
             },
             f,
             indent=1,
         )
+    return settings, json_path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    version = source_version()  # before the run: what was imported
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+    start = time.perf_counter()
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    rows = []
+    for T in args.steps:
+        rows.extend(bench_length(T, args, log))
+        # Written after every length, so an interrupted run keeps what it measured.
+        complete = T == args.steps[-1]
+        settings, json_path = write(args, rows, version, command, time.perf_counter() - start, complete)
+    wall = time.perf_counter() - start
+    text, _ = table(rows)
+    print(text)
+    print(settings)
+    if args.label:
+        print(args.label)
     print(f"wrote {args.out} and {json_path} ({wall:.0f} s)")
 
 
