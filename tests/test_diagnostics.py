@@ -210,6 +210,10 @@ def test_gradient_norms_of_whole_carry_and_of_one_field():
     as_dict = {"h": grads.h, "m": normal((T, 2, 2), seed=2)}
     m = np.asarray(as_dict["m"]).reshape(T, 4)
     np.testing.assert_allclose(np.asarray(gradient_norms(as_dict, "m")), np.linalg.norm(m, axis=1), rtol=1e-14)
+    # Norms near the smallest float32 numbers: squaring 1e-25 underflows, the scaled norm does not.
+    tiny = sr.LSTMCarry(h=jnp.asarray(1e-25 * h, jnp.float32), c=jnp.zeros((T, H), jnp.float32))
+    np.testing.assert_allclose(np.asarray(gradient_norms(tiny)), 1e-25 * np.linalg.norm(h, axis=1), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(gradient_norms(jax.tree.map(jnp.zeros_like, grads))), 0.0)
     batched = jax.vmap(gradient_norms)(jax.tree.map(lambda l: jnp.stack([l, 2 * l]), grads))
     np.testing.assert_allclose(np.asarray(batched[1]), 2 * np.asarray(gradient_norms(grads)), rtol=1e-14)
 

@@ -208,8 +208,13 @@ def gradient_norms(grads, field: Optional[str] = None) -> Array:
     steps = {jnp.shape(leaf)[:1] for leaf in leaves}
     if len(steps) != 1 or () in steps:
         raise ValueError(f"every leaf needs the same leading time axis, got leading axes {sorted(steps)}")
-    squares = [jnp.sum(jnp.square(leaf).reshape(jnp.shape(leaf)[0], -1), axis=1) for leaf in leaves]
-    return jnp.sqrt(sum(squares[1:], squares[0]))
+    flat = [jnp.reshape(leaf, (jnp.shape(leaf)[0], -1)) for leaf in leaves]
+    # Scaled by each step's largest entry, so that norms near the smallest
+    # float32 numbers (1e-38) do not underflow when squared.
+    scale = jnp.max(jnp.stack([jnp.max(jnp.abs(f), axis=1, initial=0.0) for f in flat]), axis=0)
+    safe = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+    squares = [jnp.sum(jnp.square(f / safe[:, None]), axis=1) for f in flat]
+    return scale * jnp.sqrt(sum(squares[1:], squares[0]))
 
 
 def _blocks(params):
