@@ -172,6 +172,22 @@ def test_many_to_one_model_last_step_is_the_direct_gradient():
     np.testing.assert_array_equal(np.asarray(grads.c[-1]), 0.0)
 
 
+def test_first_layer_of_a_deeper_model():
+    """The rest of ``serial(recurrent(gru), recurrent(lstm), dense(1))`` as the loss of the first layer."""
+    first, second = sr.gru(H, param_dtype=F64), sr.lstm(2, param_dtype=F64)
+    rest = sr.serial(sr.recurrent(second, return_sequences=False), sr.dense(1, param_dtype=F64))
+    p0 = random_params(first, I, seed=1)
+    p_rest = (random_params(second, H, seed=2), sr.DenseParams(normal((1, 2), seed=3), normal((1,), seed=4)))
+    xs, target, n = normal((T, I), seed=5), jnp.asarray([0.3], F64), 4
+
+    def loss(ys, final):
+        return sr.train.mse(rest.apply(p_rest, ys, length=n), target)
+
+    grads = hidden_state_gradients(first, p0, xs, loss, length=n)
+    expected = reference_gradients(first, p0, xs, loss, first.initial_carry(p0), out=lambda c: c.h, n=n)
+    assert_close(grads, expected, rtol=1e-9, atol=1e-12)
+
+
 def test_linear_recurrence_decays_geometrically():
     """h_t = a h_{t-1} + x_t with L = sum(h_{T-1}): dL/dh_t = a^(T-1-t), exactly."""
     a = jnp.asarray([0.5, 0.9, -1.1], F64)

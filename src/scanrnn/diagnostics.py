@@ -104,7 +104,10 @@ def hidden_state_gradients(
         ``length``), ``final_carry`` the carry after the last valid step. For
         a many-to-one model ``serial(recurrent(cell, return_sequences=False),
         dense(1))`` it is ``lambda ys, c: mse(dense_apply(p, last_valid(ys,
-        length)), target)``.
+        length)), target)``. For the first recurrent layer of any model
+        ``serial(recurrent(cell), *rest)`` with params ``(p0, *p_rest)``, it
+        is the rest of the model: ``lambda ys, c: loss(serial(*rest).apply(
+        tuple(p_rest), ys, length), target)``.
       carry: the initial carry; ``cell.initial_carry(params)`` when ``None``.
         Its leaves must be floating-point.
       length: optional integer scalar (may be traced): the valid prefix. Steps
