@@ -80,6 +80,20 @@ def available_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def scanrnn_source() -> str:
+    """Where scanrnn was imported from: its directory, commit, and whether it has uncommitted changes."""
+    import scanrnn
+
+    src = Path(scanrnn.__file__).resolve().parent
+    try:
+        git = ["git", "-C", str(src)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return f"from {src} (not a git checkout)"
+    return f"from {src} at commit {commit.stdout.strip()}" + (" with uncommitted changes" if dirty.stdout.strip() else "")
+
+
 def remat_via() -> str | None:
     """Which public function takes ``remat``: ``"recurrent"``, else ``"unroll"``, else ``None``."""
     import scanrnn
@@ -320,8 +334,9 @@ def main(argv=None) -> int:
                      "remat": args.remat, "repeats": repeats, "seed": args.seed, "limit_gib": args.limit_gib,
                      "run_budget_bytes": budget, "kill_bytes": kill_bytes, "remat_via": via},
         "jax": jax.__version__,
+        "scanrnn": scanrnn_source(),
         "cores": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "wall_time_s": time.time() - start,
         "results": results,
     }
@@ -329,9 +344,10 @@ def main(argv=None) -> int:
     (out / "results.json").write_text(json.dumps(report, indent=1))
     (out / "results.md").write_text(
         f"# LSTM training-step memory (B={args.batch}, H={args.hidden}, I={args.inputs})\n\n"
-        f"`{report['command']}`, {report['date']}, jax {jax.__version__}, {os.cpu_count()} cores, load average "
-        f"{report['load_average']}. rss: peak RSS of a fresh process minus its peak after imports; xla: "
-        f"`memory_analysis()` of the compiled step.\n\n{markdown_table(rows)}\n")
+        f"`{report['command']}`, {report['date']}, jax {jax.__version__}, scanrnn {report['scanrnn']}, "
+        f"{os.cpu_count()} cores, load average {report['load_average']}. rss: peak RSS of a fresh process minus "
+        f"its peak after imports; xla: `memory_analysis()` of the compiled step (temp buffers; arguments and "
+        f"outputs); ms/step under the load of the moment.\n\n{markdown_table(rows)}\n")
     plot(results, out / "memory.png")
     print(f"\nwrote {out}/results.json, results.md, memory.png ({report['wall_time_s']:.0f} s)")
     return 0

@@ -316,17 +316,33 @@ def torch_cuda_memory(train, infer) -> dict:
     return out
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    """A ``Vm*`` line of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no {field} in /proc/self/status")
 
 
-def _maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (``VmHWM``) to its current RSS (Linux: ``clear_refs`` value 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def torch_cpu_memory_worker(spec: dict) -> dict:
-    """In a fresh process: peak RSS growth of one inference call, then of one training step."""
+    """In a fresh process: peak RSS growth of one inference call, then of one training step.
+
+    Before each call the peak RSS is reset to the current RSS, so the growth is
+    the call's own: ``VmHWM`` after minus ``VmRSS`` before. Where the peak
+    cannot be reset, ``ru_maxrss`` after minus RSS before is an upper bound
+    when the call did not raise the process's earlier peak (``*_exact`` false).
+    """
     import torch
 
     torch.set_num_threads(spec["threads"])
@@ -336,14 +352,14 @@ def torch_cpu_memory_worker(spec: dict) -> dict:
     train, infer = torch_step_fns(model, x, y, "cpu")
     gc.collect()
     out = {"kind": "peak RSS growth of a fresh process over one call"}
-    baseline = _rss_bytes()
     for name, fn in (("infer", infer), ("train", train)):
-        peak_before = _maxrss_bytes()
+        reset = _reset_peak_rss()
+        baseline = _status_bytes("VmRSS")
+        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         fn()
-        peak_after = _maxrss_bytes()
-        out[name] = max(peak_after - baseline, 0)
-        # When the peak did not rise, the call's growth is at most this (an upper bound).
-        out[f"{name}_exact"] = peak_after > peak_before
+        peak = _status_bytes("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        out[name] = max(peak - baseline, 0)
+        out[f"{name}_exact"] = reset or peak > peak_before
     return out
 
 
@@ -831,8 +847,8 @@ def check_rows(results: list) -> list:
 MEMORY_NOTE = (
     "Memory (MiB): for scanrnn and flax, XLA's `memory_analysis()` of the compiled step, temp + argument + "
     "output bytes (exact for the executable). For torch on CPU, the peak RSS growth of a fresh process over "
-    "one call (`ru_maxrss` after the call minus RSS before it; includes allocator slack; `(≤)` marks an upper "
-    "bound, where the process's earlier peak was not exceeded); on a GPU, `torch.cuda.max_memory_allocated` "
+    "one call (the peak RSS, reset before the call, minus the RSS before it; includes allocator slack; `(≤)` "
+    "marks an upper bound, where the peak could not be reset and the earlier peak was not exceeded); on a GPU, `torch.cuda.max_memory_allocated` "
     "during the call minus the memory allocated before it. The two measures are not the same thing."
 )
 
