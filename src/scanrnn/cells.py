@@ -30,6 +30,7 @@ function, such as those in :mod:`jax.nn.initializers`.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -221,6 +222,11 @@ def _layer_norm(z: Array, scale: Array, offset: Optional[Array], epsilon: float)
     return out if offset is None else out + offset
 
 
+# checked ``step`` of a built-in cell -> its ``core(params, carry, p, r)``; see
+# :func:`_make_cell`. Weak keys: a cell that is dropped leaves no entry behind.
+RECURRENT_CORES: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
+
+
 def _make_cell(
     name: str,
     hidden_size: int,
@@ -229,14 +235,27 @@ def _make_cell(
     shapes: Callable[[int], dict],
     make_params: Callable[[Array, int], NamedTuple],
     project: Callable,
-    step: Callable,
+    core: Optional[Callable] = None,
+    step: Optional[Callable] = None,
 ) -> Cell:
     """Assemble a built-in :class:`Cell` with its shape checks.
 
-    ``project(params, x)`` and ``step(params, carry, p)`` are the unchecked
-    maths; this wraps them so that every public function validates what it is
-    given at trace time.
+    ``project(params, x)`` and ``core(params, carry, p, r)`` are the unchecked
+    maths, where ``r = params.w_hh @ carry.h`` is the one recurrent matrix
+    product of a step and ``core`` is everything else (elementwise maths and
+    small params); ``core`` must not read ``params.w_ih`` or ``params.w_hh``.
+    ``step`` is ``core`` after that product. This wraps them so that every
+    public function validates what it is given at trace time, and registers
+    ``core`` for the hand-written backward pass of :func:`scanrnn.unroll`.
+    A cell whose step is not of that form passes ``step`` instead of ``core``
+    and is differentiated by autodiff through the scan.
     """
+    if (core is None) == (step is None):
+        raise TypeError("_make_cell takes exactly one of core and step")
+    if core is not None:
+
+        def step(params, carry, p):
+            return core(params, carry, p, params.w_hh @ carry.h)
 
     def check(params):
         _check_params(name, params, params_cls, shapes)
@@ -265,6 +284,8 @@ def _make_cell(
     def apply(params, carry, x):
         return checked_step(params, carry, checked_project(params, x))
 
+    if core is not None:
+        RECURRENT_CORES[checked_step] = core
     return Cell(init, initial_carry, apply, checked_project, checked_step)
 
 
@@ -321,11 +342,11 @@ def simple_rnn(
     def project(params, x):
         return params.w_ih @ x + params.b
 
-    def step(params, carry, p):
-        h = phi(p + params.w_hh @ carry.h)
+    def core(params, carry, p, r):
+        h = phi(p + r)
         return RNNCarry(h), h
 
-    return _make_cell("simple_rnn", H, RNNParams, RNNCarry, shapes, make_params, project, step)
+    return _make_cell("simple_rnn", H, RNNParams, RNNCarry, shapes, make_params, project, core)
 
 
 def lstm(
@@ -391,8 +412,8 @@ def lstm(
     def project(params, x):
         return params.w_ih @ x + params.b
 
-    def step(params, carry, p):
-        i, f, g, o = jnp.split(p + params.w_hh @ carry.h, 4)
+    def core(params, carry, p, r):
+        i, f, g, o = jnp.split(p + r, 4)
         if peephole:
             i = i + params.w_ci * carry.c
             f = f + params.w_cf * carry.c
@@ -402,7 +423,7 @@ def lstm(
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMCarry(h, c), h
 
-    return _make_cell("lstm", H, cls, LSTMCarry, shapes, make_params, project, step)
+    return _make_cell("lstm", H, cls, LSTMCarry, shapes, make_params, project, core)
 
 
 def gru(
@@ -457,23 +478,30 @@ def gru(
     def project(params, x):
         return params.w_ih @ x + params.b_ih
 
-    def step(params, carry, p):
+    def core(params, carry, p, rec):
+        # reset_after only: the whole recurrent product is rec = w_hh @ h.
+        x_r, x_z, x_n = jnp.split(p, 3)
+        h_r, h_z, h_n = jnp.split(rec + params.b_hh, 3)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + r * h_n)
+        h = (1.0 - z) * n + z * carry.h
+        return RNNCarry(h), h
+
+    def cho_step(params, carry, p):
+        # The reset gate acts before the product, so it is two products.
         h_prev = carry.h
         x_r, x_z, x_n = jnp.split(p, 3)
-        if reset_after:
-            h_r, h_z, h_n = jnp.split(params.w_hh @ h_prev + params.b_hh, 3)
-            r = jax.nn.sigmoid(x_r + h_r)
-            z = jax.nn.sigmoid(x_z + h_z)
-            n = jnp.tanh(x_n + r * h_n)
-        else:
-            h_r, h_z = jnp.split(params.w_hh[: 2 * H] @ h_prev + params.b_hh[: 2 * H], 2)
-            r = jax.nn.sigmoid(x_r + h_r)
-            z = jax.nn.sigmoid(x_z + h_z)
-            n = jnp.tanh(x_n + params.w_hh[2 * H :] @ (r * h_prev) + params.b_hh[2 * H :])
+        h_r, h_z = jnp.split(params.w_hh[: 2 * H] @ h_prev + params.b_hh[: 2 * H], 2)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + params.w_hh[2 * H :] @ (r * h_prev) + params.b_hh[2 * H :])
         h = (1.0 - z) * n + z * h_prev
         return RNNCarry(h), h
 
-    return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, step)
+    if reset_after:
+        return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, core=core)
+    return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, step=cho_step)
 
 
 def layer_norm_rnn(
@@ -523,12 +551,11 @@ def layer_norm_rnn(
     def project(params, x):
         return params.w_ih @ x + params.b
 
-    def step(params, carry, p):
-        z = p + params.w_hh @ carry.h
-        h = phi(_layer_norm(z, params.ln_scale, params.ln_offset, epsilon))
+    def core(params, carry, p, r):
+        h = phi(_layer_norm(p + r, params.ln_scale, params.ln_offset, epsilon))
         return RNNCarry(h), h
 
-    return _make_cell("layer_norm_rnn", H, LayerNormRNNParams, RNNCarry, shapes, make_params, project, step)
+    return _make_cell("layer_norm_rnn", H, LayerNormRNNParams, RNNCarry, shapes, make_params, project, core)
 
 
 def layer_norm_lstm(
@@ -591,12 +618,12 @@ def layer_norm_lstm(
     def project(params, x):
         return _layer_norm(params.w_ih @ x, params.ln_x_scale, params.b, epsilon)
 
-    def step(params, carry, p):
-        gates = p + _layer_norm(params.w_hh @ carry.h, params.ln_h_scale, None, epsilon)
+    def core(params, carry, p, r):
+        gates = p + _layer_norm(r, params.ln_h_scale, None, epsilon)
         i, f, g, o = jnp.split(gates, 4)
         c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
         c_norm = _layer_norm(c, params.ln_c_scale, params.ln_c_offset, epsilon)
         h = jax.nn.sigmoid(o) * jnp.tanh(c_norm)
         return LSTMCarry(h, c), h
 
-    return _make_cell("layer_norm_lstm", H, LayerNormLSTMParams, LSTMCarry, shapes, make_params, project, step)
+    return _make_cell("layer_norm_lstm", H, LayerNormLSTMParams, LSTMCarry, shapes, make_params, project, core)

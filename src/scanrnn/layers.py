@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from . import cells as _cells
-from .unroll import check_length, check_sequence, unroll, unroll_bidirectional, valid_steps
+from .unroll import BACKWARDS, REMATS, check_length, check_sequence, unroll, unroll_bidirectional, valid_steps
 
 Array = jax.Array
 
@@ -71,7 +71,22 @@ def last_valid(ys: Array, length=None) -> Array:
     return jax.tree.map(pick, ys)
 
 
-def recurrent(cell: _cells.Cell, return_sequences: bool = True, *, unroll_steps: int = 1) -> Layer:
+def _check_unroll_options(remat, backward) -> None:
+    """Name a bad option when the layer is built, not when it is first traced."""
+    if remat not in REMATS:
+        raise ValueError(f"remat must be one of {REMATS}, got {remat!r}")
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+
+
+def recurrent(
+    cell: _cells.Cell,
+    return_sequences: bool = True,
+    *,
+    unroll_steps: int = 1,
+    remat: str = "none",
+    backward: str = "auto",
+) -> Layer:
     """A recurrent layer: ``cell`` unrolled over the sequence.
 
     Args:
@@ -80,19 +95,30 @@ def recurrent(cell: _cells.Cell, return_sequences: bool = True, *, unroll_steps:
         (zeros past ``length``); ``False`` the output at the last valid step
         ``[H]`` (many-to-one, Keras' default).
       unroll_steps: passed to :func:`jax.lax.scan` as ``unroll``.
+      remat, backward: passed to :func:`scanrnn.unroll` (memory for time in
+        the backward pass; hand-written or autodiff BPTT).
 
     Params: the cell's params.
     """
+    _check_unroll_options(remat, backward)
 
     def apply(params, xs, length=None):
-        _, ys = unroll(cell, params, xs, length=length, unroll=unroll_steps)  # checks xs and length
+        _, ys = unroll(
+            cell, params, xs, length=length, unroll=unroll_steps, remat=remat, backward=backward
+        )  # checks xs and length
         return ys if return_sequences else last_valid(ys, length)
 
     return Layer(cell.init, apply)
 
 
 def bidirectional(
-    cell: _cells.Cell, merge: str = "concat", return_sequences: bool = True, *, unroll_steps: int = 1
+    cell: _cells.Cell,
+    merge: str = "concat",
+    return_sequences: bool = True,
+    *,
+    unroll_steps: int = 1,
+    remat: str = "none",
+    backward: str = "auto",
 ) -> Layer:
     """A bidirectional layer: ``cell`` run forwards and backwards in one scan.
 
@@ -107,7 +133,9 @@ def bidirectional(
       return_sequences: ``False`` merges the forward output at the last valid
         step with the backward output at step 0 (after it read the whole
         sequence), as Keras and PyTorch's ``h_n`` do.
+      unroll_steps, remat, backward: as for :func:`recurrent`.
     """
+    _check_unroll_options(remat, backward)
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {sorted(MERGES)}, got {merge!r}")
     combine = MERGES[merge]
@@ -116,14 +144,16 @@ def bidirectional(
         return jax.vmap(lambda k: cell.init(k, input_size))(jax.random.split(key, 2))
 
     def apply(params, xs, length=None):
-        _, ys = unroll_bidirectional(cell, params, xs, length=length, unroll=unroll_steps)  # checks xs and length
+        _, ys = unroll_bidirectional(
+            cell, params, xs, length=length, unroll=unroll_steps, remat=remat, backward=backward
+        )  # checks xs and length
         # Index the direction axis leaf by leaf: a user cell's y may be a pytree.
-        forward = jax.tree.map(lambda y: y[0], ys)
-        backward = jax.tree.map(lambda y: y[1], ys)
+        forwards = jax.tree.map(lambda y: y[0], ys)
+        backwards = jax.tree.map(lambda y: y[1], ys)
         if not return_sequences:
-            forward = last_valid(forward, length)
-            backward = jax.tree.map(lambda y: y[0], backward)
-        return jax.tree.map(combine, forward, backward)
+            forwards = last_valid(forwards, length)
+            backwards = jax.tree.map(lambda y: y[0], backwards)
+        return jax.tree.map(combine, forwards, backwards)
 
     return Layer(init, apply)
 

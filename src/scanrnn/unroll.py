@@ -13,12 +13,16 @@ backwards. Batches are a :func:`jax.vmap` away (:func:`unroll_batch`).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from scanrnn._fast_bptt import recurrent_scan
+from scanrnn.cells import RECURRENT_CORES
 
 Array = jax.Array
 
@@ -111,6 +115,71 @@ def _check_carry(cell, params, carry) -> None:
             )
 
 
+REMATS = ("none", "step", "sqrt")
+BACKWARDS = ("auto", "autodiff")
+
+
+def _registered_core(step):
+    try:
+        return RECURRENT_CORES.get(step)
+    except TypeError:  # a callable that cannot be weakly referenced is never registered
+        return None
+
+
+def _scan_steps(cell, params, carry, xs, valid, *, remat, backward, unroll):
+    """Project and scan ``xs [n, I]``; ``valid`` is a boolean ``[n]`` or ``None``."""
+    project = getattr(cell, "project", None)
+    step = getattr(cell, "step", None)
+    if project is None or step is None:
+        inputs, body = xs, cell.apply
+    else:
+        # One [T, I] x [I, G] product: vmap of a matrix-vector product.
+        inputs = jax.vmap(project, in_axes=(None, 0))(params, xs)
+        body = step
+        core = _registered_core(step) if backward == "auto" else None
+        if core is not None:
+            save = "carries" if remat == "step" else "products"
+            return recurrent_scan(core, save, unroll, params, carry, inputs, valid)
+
+    def scan_body(c, inp):
+        x, v = inp
+        new_c, y = body(params, c, x)
+        if v is None:
+            return new_c, y
+        c = jax.tree.map(lambda new, old: jnp.where(v, new, old), new_c, c)
+        y = jax.tree.map(lambda a: jnp.where(v, a, jnp.zeros_like(a)), y)
+        return c, y
+
+    if remat == "step":
+        scan_body = jax.checkpoint(scan_body)
+    return lax.scan(scan_body, carry, (inputs, valid), unroll=unroll)
+
+
+def _scan_segments(cell, params, carry, xs, valid, *, backward, unroll):
+    """``remat="sqrt"``: segments of about sqrt(T) steps, each recomputed in the backward pass."""
+    num_steps = xs.shape[0]
+    size = max(1, math.isqrt(num_steps - 1) + 1) if num_steps > 1 else 1  # ceil(sqrt(T))
+    count = -(-num_steps // size)
+    pad = count * size - num_steps
+    if valid is None and pad:
+        valid = jnp.ones((num_steps,), bool)
+    if pad:
+        xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
+        valid = jnp.concatenate([valid, jnp.zeros((pad,), bool)])
+    xs = xs.reshape((count, size) + xs.shape[1:])
+    if valid is not None:
+        valid = valid.reshape(count, size)
+
+    @jax.checkpoint
+    def segment(c, inp):
+        x, v = inp
+        return _scan_steps(cell, params, c, x, v, remat="none", backward=backward, unroll=unroll)
+
+    carry, ys = lax.scan(segment, carry, (xs, valid))
+    ys = jax.tree.map(lambda y: y.reshape((count * size,) + y.shape[2:])[:num_steps], ys)
+    return carry, ys
+
+
 def unroll(
     cell,
     params,
@@ -120,6 +189,8 @@ def unroll(
     length=None,
     reverse: bool = False,
     unroll: int = 1,
+    remat: str = "none",
+    backward: str = "auto",
 ):
     """Run ``cell`` over one sequence with :func:`jax.lax.scan`.
 
@@ -137,6 +208,19 @@ def unroll(
         stays at the end and outputs come back in the original time order:
         ``ys[t]`` is the output of the step that read ``xs[t]``.
       unroll: how many steps :func:`jax.lax.scan` unrolls per loop iteration.
+      remat: what the backward pass keeps from the forward pass, a trade of
+        memory for time with identical gradients. ``"none"`` keeps every
+        step's intermediate values; ``"step"`` keeps only each step's carry
+        and recomputes the step in the backward pass; ``"sqrt"`` keeps only
+        the carry at the start of segments of about ``sqrt(T)`` steps and
+        recomputes each segment (memory ``O(sqrt(T))`` per sequence besides
+        the inputs and outputs, for about one more forward pass of time).
+      backward: ``"auto"`` differentiates the built-in cells (all but
+        ``gru(reset_after=False)``) by a hand-written backward scan whose
+        weight gradients are one matrix product over all steps (see
+        ``scanrnn._fast_bptt``), and other cells by autodiff through the
+        scan; ``"autodiff"`` uses autodiff for every cell. Both give the same
+        numbers up to rounding.
 
     Returns:
       ``(final_carry, ys)``, ``ys`` with a leading axis of size ``T``.
@@ -154,6 +238,12 @@ def unroll(
     >>> ys.shape, bool((ys[4] == 0).all())
     ((5, 8), True)
     """
+    if remat not in REMATS:
+        raise ValueError(f"remat must be one of {REMATS}, got {remat!r}")
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
+        raise ValueError(f"unroll must be a positive int, got {unroll!r}")
     xs = check_sequence(xs)
     num_steps = xs.shape[0]
     length = check_length(length, num_steps)
@@ -163,7 +253,6 @@ def unroll(
         _check_carry(cell, params, carry)
 
     project = getattr(cell, "project", None)
-    step = getattr(cell, "step", None)
     parallel = getattr(cell, "parallel", None)
     if project is not None and parallel is not None:
         # The whole sequence at once; reversal is a flip of the valid part.
@@ -176,41 +265,34 @@ def unroll(
             ys = jax.tree.map(lambda y: flip_valid(y, n), ys)
         return carry, ys
 
-    if reverse and length is not None:
-        xs = flip_valid(xs, length)
-
-    if project is not None and step is not None:
-        # One [T, I] x [I, G] product: vmap of a matrix-vector product.
-        inputs = jax.vmap(project, in_axes=(None, 0))(params, xs)
-        body = step
-    else:
-        inputs, body = xs, cell.apply
-
     if length is None:
-        carry, ys = lax.scan(
-            lambda c, x: body(params, c, x), carry, inputs, reverse=reverse, unroll=unroll
-        )
-        return carry, ys
+        valid = None
+        if reverse:
+            xs = jnp.flip(xs, axis=0)
+    else:
+        valid = valid_steps(num_steps, length)
+        if reverse:
+            xs = flip_valid(xs, length)
 
-    def masked_body(c, inp):
-        x, t = inp
-        new_c, y = body(params, c, x)
-        valid = t < length
-        c = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_c, c)
-        y = jax.tree.map(lambda v: jnp.where(valid, v, jnp.zeros_like(v)), y)
-        return c, y
+    if remat == "sqrt":
+        carry, ys = _scan_segments(cell, params, carry, xs, valid, backward=backward, unroll=unroll)
+    else:
+        carry, ys = _scan_steps(cell, params, carry, xs, valid, remat=remat, backward=backward, unroll=unroll)
 
-    steps = jnp.arange(num_steps, dtype=length.dtype)
-    carry, ys = lax.scan(masked_body, carry, (inputs, steps), unroll=unroll)
     if reverse:
-        ys = jax.tree.map(lambda y: flip_valid(y, length), ys)
+        if length is None:
+            ys = jax.tree.map(lambda y: jnp.flip(y, axis=0), ys)
+        else:
+            ys = jax.tree.map(lambda y: flip_valid(y, length), ys)
     return carry, ys
 
 
 _unroll = unroll  # the name `unroll` is shadowed by the scan argument below
 
 
-def unroll_batch(cell, params, xs, carry=None, *, length=None, reverse=False, unroll=1):
+def unroll_batch(
+    cell, params, xs, carry=None, *, length=None, reverse=False, unroll=1, remat="none", backward="auto"
+):
     """:func:`unroll` over a batch, the batch axis first: ``jax.vmap`` of it.
 
     Args:
@@ -228,14 +310,18 @@ def unroll_batch(cell, params, xs, carry=None, *, length=None, reverse=False, un
     length = check_lengths(length, xs.shape[0], xs.shape[1])
 
     def one(x, c, n):
-        return _unroll(cell, params, x, c, length=n, reverse=reverse, unroll=unroll)
+        return _unroll(
+            cell, params, x, c, length=n, reverse=reverse, unroll=unroll, remat=remat, backward=backward
+        )
 
     return jax.vmap(one, in_axes=(0, None if carry is None else 0, None if length is None else 0))(
         xs, carry, length
     )
 
 
-def unroll_bidirectional(cell, params, xs, carry=None, *, length=None, unroll=1):
+def unroll_bidirectional(
+    cell, params, xs, carry=None, *, length=None, unroll=1, remat="none", backward="auto"
+):
     """Both directions of a bidirectional layer in ONE scan.
 
     The forward and backward params are stacked on a leading axis of size 2
@@ -248,6 +334,7 @@ def unroll_bidirectional(cell, params, xs, carry=None, *, length=None, unroll=1)
       xs: ``[T, input_size]``.
       carry: ``None`` or initial carries with a leading direction axis of size 2.
       length: optional integer scalar, the valid prefix.
+      unroll, remat, backward: as for :func:`unroll`.
 
     Returns:
       ``(final_carries, ys)``, each leaf with a leading direction axis of 2
@@ -277,7 +364,7 @@ def unroll_bidirectional(cell, params, xs, carry=None, *, length=None, unroll=1)
         carry = jax.vmap(cell.initial_carry)(params)
 
     def one_direction(p, x, c):
-        return _unroll(cell, p, x, c, length=length, unroll=unroll)
+        return _unroll(cell, p, x, c, length=length, unroll=unroll, remat=remat, backward=backward)
 
     carries, ys = jax.vmap(one_direction)(params, both, carry)
     ys = jax.tree.map(lambda y: jnp.stack([y[0], flip_valid(y[1], n)]), ys)

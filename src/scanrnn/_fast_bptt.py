@@ -1,0 +1,159 @@
+"""The hand-written backward pass of :func:`scanrnn.unroll` for the built-in cells.
+
+A built-in cell's step is ``core(params, carry, p, r)`` after one recurrent
+matrix product ``r = W_hh h_{t-1}`` (see ``scanrnn.cells._make_cell``), with
+``p`` the input projection of the step. Backpropagation through time then
+splits into two kinds of work, as the first seed's hand-written BPTT does and
+as cuDNN organises it:
+
+- a reverse scan that carries only the error signal in time. At step ``t`` it
+  takes the carry's cotangent ``dc_t`` and the output's ``dy_t``, backpropagates
+  them through the elementwise ``core`` (the gate deltas ``dp_t`` and ``dr_t``),
+  and passes ``dc_{t-1} = core's carry cotangent + W_hh^T dr_t`` back in time.
+  The only matrix product inside the loop is that ``W_hh^T dr_t``;
+- after the scan, the weight gradient ``dW_hh = sum_t dr_t h_{t-1}^T`` is ONE
+  matrix product over all steps (and all examples of a vmapped batch),
+  ``dR^T H_prev`` of ``[G, B T] x [B T, H]``; the caller's autodiff of the
+  hoisted projection makes ``dW_ih`` and the input gradients one product
+  each. Autodiff through ``lax.scan`` instead accumulates ``dW_hh`` step by
+  step inside the loop.
+
+The forward scan saves, per step, the previous carry and the recurrent
+product ``r_t`` (``save="products"``; the backward step recomputes ``core``'s
+elementwise maths from them, which XLA fuses with its derivative), or only
+the previous carry (``save="carries"``: the backward scan recomputes the
+product too; the ``remat="step"`` trade of time for memory). Autodiff
+through the scan keeps every intermediate of the step instead (thirteen
+``[H]`` vectors per LSTM step against the ``2H + 4H`` kept here).
+
+``valid`` (a boolean ``[T]`` or ``None``) masks the steps past a sequence's
+length exactly as :func:`scanrnn.unroll` does: an invalid step keeps the carry
+and outputs zeros, so its backward step passes the carry's cotangent through.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _small(params):
+    """The params ``core`` may read: all but the two matrices."""
+    return params._replace(w_ih=None, w_hh=None)
+
+
+def _select(valid, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, old)
+
+
+def _zero_unless(valid, tree):
+    return jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), tree)
+
+
+def _forward(core, save, unroll, params, carry, ps, valid):
+    w_hh = params.w_hh
+    small = _small(params)
+
+    def body(c, inputs):
+        p, v = inputs
+        r = w_hh @ c.h
+        new_c, y = core(small, c, p, r)
+        saved = {"products": (c, r), "carries": c}.get(save)
+        if v is not None:
+            new_c = _select(v, new_c, c)
+            y = _zero_unless(v, y)
+        return new_c, (y, saved)
+
+    return lax.scan(body, carry, (ps, valid), unroll=unroll)
+
+
+def recurrent_scan(core, save, unroll, params, carry, ps, valid):
+    """Scan a built-in cell's step over the projected inputs ``ps [T, G]``.
+
+    Returns ``(final_carry, ys)``: the same numbers as ``lax.scan`` of the
+    cell's ``step``, with the backward pass described in the module
+    docstring. ``save`` is ``"products"`` or ``"carries"``.
+
+    The pieces: the forward scan runs once, outside autodiff, and keeps what
+    the backward scan needs; :func:`_attach` hands its results on and holds
+    the backward scan as its VJP. The recurrent weight gets its gradient
+    through ``zero = H_prev W_hh^T - stop_gradient(H_prev W_hh^T)``, whose
+    value is zero and whose cotangent is the backward scan's ``dR``: autodiff
+    transposes the product into ``dW_hh = dR^T H_prev``, and under
+    :func:`jax.vmap` (the batch) contracts the batch and time axes together,
+    ONE matrix product for all examples and steps.
+
+    This is first-order reverse mode only: the saved forward values carry no
+    derivatives of their own, so a derivative of the gradient would miss
+    terms. :func:`_first_order` turns that case into an error rather than a
+    wrong number, and forward mode fails on the custom VJP; both work with
+    ``backward="autodiff"``.
+    """
+    sg = lax.stop_gradient
+    final, (ys, saved) = _forward(core, save, unroll, sg(params), sg(carry), sg(ps), valid)
+    hs_prev = saved[0].h if save == "products" else saved.h
+    product = hs_prev @ params.w_hh.T  # [T, G]
+    zero = product - sg(product)
+    return _attach(core, save, unroll, params, carry, ps, zero, valid, final, ys, saved)
+
+
+@jax.custom_jvp
+def _first_order(params):
+    """The identity, whose derivative is an error: see :func:`recurrent_scan`."""
+    return params
+
+
+@_first_order.defjvp
+def _first_order_jvp(primals, tangents):
+    raise ValueError(
+        "the hand-written backward pass of scanrnn.unroll (backward='auto') gives first-order "
+        "reverse-mode gradients only; for derivatives of gradients (jax.hessian, grad of grad) "
+        "or forward mode (jax.jvp, jax.jacfwd), pass backward='autodiff' to unroll or the layer"
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _attach(core, save, unroll, params, carry, ps, zero, valid, final, ys, saved):
+    """Return the forward scan's ``(final, ys)``; its VJP is the backward scan."""
+    return final, ys
+
+
+def _attach_fwd(core, save, unroll, params, carry, ps, zero, valid, final, ys, saved):
+    return (final, ys), (params, ps, valid, final, ys, saved)
+
+
+def _attach_bwd(core, save, unroll, residuals, cotangents):
+    params, ps, valid, final, ys, saved = residuals
+    params = _first_order(params)  # differentiating this backward pass is an error
+    d_final, dys = cotangents
+    w_hh = params.w_hh
+    small = _small(params)
+
+    def body(acc, inputs):
+        dc, d_small = acc
+        s, p, dy, v = inputs
+        c, r = s if save == "products" else (s, w_hh @ s.h)
+        _, pullback = jax.vjp(core, small, c, p, r)
+        ds, dc_prev, dp, dr = pullback((dc, dy))
+        dc_prev = dc_prev._replace(h=dc_prev.h + dr @ w_hh)  # + W_hh^T dr
+        if v is not None:
+            dc_prev = _select(v, dc_prev, dc)
+            dp, dr, ds = _zero_unless(v, (dp, dr, ds))
+        d_small = jax.tree.map(jnp.add, d_small, ds)
+        return (dc_prev, d_small), (dp, dr)
+
+    d_small0 = jax.tree.map(jnp.zeros_like, small)
+    (d_carry, d_small), (dps, drs) = lax.scan(
+        body, (d_final, d_small0), (saved, ps, dys, valid), reverse=True, unroll=unroll
+    )
+    # The matrices' gradients come from the caller's autodiff: dW_hh through
+    # ``zero`` (cotangent drs), dW_ih through the projection (cotangent dps).
+    d_params = d_small._replace(w_ih=jnp.zeros_like(params.w_ih), w_hh=jnp.zeros_like(w_hh))
+    # None: the forward scan's results were computed outside autodiff.
+    return d_params, d_carry, dps, drs, None, None, None, None
+
+
+_attach.defvjp(_attach_fwd, _attach_bwd)
