@@ -15,7 +15,16 @@ import sys
 import jax
 import pytest
 
-MODULES = ["scanrnn.cells", "scanrnn.unroll", "scanrnn.layers", "scanrnn.data"]
+MODULES = [
+    "scanrnn.cells",
+    "scanrnn.unroll",
+    "scanrnn.layers",
+    "scanrnn.data",
+    "scanrnn.bptt",
+    "scanrnn.conv",
+    "scanrnn.classic",
+    "scanrnn.minimal",
+]
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 

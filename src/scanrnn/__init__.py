@@ -5,13 +5,18 @@ The whole API:
 - cells (:mod:`scanrnn.cells`): ``Cell(init, initial_carry, apply)`` made by
   :func:`simple_rnn`, :func:`lstm`, :func:`gru`, :func:`layer_norm_rnn`,
   :func:`layer_norm_lstm`; ``apply(params, carry, x) -> (carry, y)`` is one
-  step of ONE example.
+  step of ONE example. The parallel-scan cells :func:`min_gru` and
+  :func:`min_lstm` (:mod:`scanrnn.minimal`) and the classic Jordan, Elman
+  and NARX networks (:mod:`scanrnn.classic`) keep the same contract.
 - unrolling (:mod:`scanrnn.unroll`): :func:`unroll` over one sequence,
   :func:`unroll_batch` over a batch, :func:`unroll_bidirectional`.
 - layers and models (:mod:`scanrnn.layers`): ``Layer(init, apply)`` made by
-  :func:`recurrent`, :func:`bidirectional`, :func:`dense`, :func:`serial`.
+  :func:`recurrent`, :func:`bidirectional`, :func:`dense`, :func:`serial`,
+  and :func:`causal_conv` (:mod:`scanrnn.conv`).
 - training (:mod:`scanrnn.train`), data (:mod:`scanrnn.data`), plots
-  (:mod:`scanrnn.plot`) and PyTorch interop (:mod:`scanrnn.interop`).
+  (:mod:`scanrnn.plot`), PyTorch interop (:mod:`scanrnn.interop`), the first
+  seed's hand-written BPTT (:mod:`scanrnn.bptt`) and gradient diagnostics
+  (:mod:`scanrnn.diagnostics`).
 """
 
 from .cells import (
@@ -32,13 +37,19 @@ from .cells import (
 )
 from .layers import DenseParams, Layer, bidirectional, dense, last_valid, recurrent, serial
 from .unroll import flip_valid, unroll, unroll_batch, unroll_bidirectional
-from . import checkpoint, data, interop, plot, train  # noqa: E402  (torch and matplotlib load lazily)
+from .conv import ConvParams, causal_conv
+from .classic import elman, jordan, narx
+from .minimal import MinGRUParams, MinLSTMParams, min_gru, min_lstm
+from . import bptt, checkpoint, classic, conv, data, interop, minimal, plot, train  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Cell",
+    "ConvParams",
     "DenseParams",
+    "MinGRUParams",
+    "MinLSTMParams",
     "GRUParams",
     "LSTMCarry",
     "LSTMParams",
@@ -49,9 +60,19 @@ __all__ = [
     "RNNCarry",
     "RNNParams",
     "bidirectional",
+    "bptt",
+    "causal_conv",
     "checkpoint",
+    "classic",
+    "conv",
     "data",
+    "elman",
     "interop",
+    "jordan",
+    "minimal",
+    "narx",
+    "min_gru",
+    "min_lstm",
     "plot",
     "train",
     "dense",
