@@ -24,6 +24,7 @@ MODULES = [
     "scanrnn.conv",
     "scanrnn.classic",
     "scanrnn.minimal",
+    "scanrnn.diagnostics",
 ]
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 

@@ -40,7 +40,7 @@ from .unroll import flip_valid, unroll, unroll_batch, unroll_bidirectional
 from .conv import ConvParams, causal_conv
 from .classic import elman, jordan, narx
 from .minimal import MinGRUParams, MinLSTMParams, min_gru, min_lstm
-from . import bptt, checkpoint, classic, conv, data, interop, minimal, plot, train  # noqa: E402
+from . import bptt, checkpoint, classic, conv, data, diagnostics, interop, minimal, plot, train  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -66,6 +66,7 @@ __all__ = [
     "classic",
     "conv",
     "data",
+    "diagnostics",
     "elman",
     "interop",
     "jordan",
