@@ -25,7 +25,7 @@ examples are decoded with best-path (greedy) decoding and prefix beam
 search; the label error rate is the summed edit distance over the summed
 label length of the held-out set (Graves et al., 2006).
 
-    python experiments/ctc_digits.py            # the full study, a few minutes on 2 CPU cores
+    python experiments/ctc_digits.py            # the full study, about 2 minutes on 2 CPU cores
     python experiments/ctc_digits.py --quick    # tiny data and a few steps, for the tests
 """
 
@@ -41,6 +41,7 @@ import time
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -216,6 +217,11 @@ def plot_learning_curve(curve, path):
     right.plot(steps, 100 * np.asarray(curve["test_greedy_ler"]), "k.-")
     right.axhline(5, color="0.5", linestyle=":", label="5%")
     right.set_yscale("log")
+    # Plain numbers on the log axes, not powers of ten (minor ticks labelled on the one-decade axis only).
+    left.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    left.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    right.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    right.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     right.set_xlabel("step")
     right.set_ylabel("held-out label error rate, greedy (%)")
     right.grid(True)
