@@ -246,7 +246,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="output folder (default experiments/results/ctc_digits/, "
                                       "runs/ctc_digits-quick/ with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="data, init and minibatches")
-    parser.add_argument("--steps", type=int, help=f"train steps (default {FULL['steps']}, {QUICK['steps']} with --quick)")
+    parser.add_argument("--steps", type=int,
+                        help=f"train steps (default {FULL['steps']}, {QUICK['steps']} with --quick)")
     args = parser.parse_args(argv)
     settings = dict(QUICK if args.quick else FULL)
     if args.steps:
