@@ -25,6 +25,7 @@ MODULES = [
     "scanrnn.classic",
     "scanrnn.minimal",
     "scanrnn.diagnostics",
+    "scanrnn.ctc",
 ]
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 

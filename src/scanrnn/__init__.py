@@ -15,8 +15,9 @@ The whole API:
   and :func:`causal_conv` (:mod:`scanrnn.conv`).
 - training (:mod:`scanrnn.train`), data (:mod:`scanrnn.data`), plots
   (:mod:`scanrnn.plot`), PyTorch interop (:mod:`scanrnn.interop`), the first
-  seed's hand-written BPTT (:mod:`scanrnn.bptt`) and gradient diagnostics
-  (:mod:`scanrnn.diagnostics`).
+  seed's hand-written BPTT (:mod:`scanrnn.bptt`), gradient diagnostics
+  (:mod:`scanrnn.diagnostics`) and connectionist temporal classification
+  (:mod:`scanrnn.ctc`).
 """
 
 from .cells import (
@@ -40,7 +41,7 @@ from .unroll import flip_valid, unroll, unroll_batch, unroll_bidirectional
 from .conv import ConvParams, causal_conv
 from .classic import elman, jordan, narx
 from .minimal import MinGRUParams, MinLSTMParams, min_gru, min_lstm
-from . import bptt, checkpoint, classic, conv, data, diagnostics, interop, minimal, plot, train  # noqa: E402
+from . import bptt, checkpoint, classic, conv, ctc, data, diagnostics, interop, minimal, plot, train  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,7 @@ __all__ = [
     "checkpoint",
     "classic",
     "conv",
+    "ctc",
     "data",
     "diagnostics",
     "elman",
