@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .unroll import _check_carry, check_length, check_sequence
+from .unroll import prepare_sequence
 
 Array = jax.Array
 
@@ -132,13 +132,8 @@ def hidden_state_gradients(
         raise ValueError(f"loss_fn must be a function (ys, final_carry) -> scalar, got {loss_fn!r}")
     if output is not None and not callable(output):
         raise ValueError(f"output must be None or a function carry -> y, got {output!r}")
-    xs = check_sequence(xs)
+    xs, carry, length = prepare_sequence(cell, params, xs, carry, length)
     num_steps = xs.shape[0]
-    length = check_length(length, num_steps)
-    if carry is None:
-        carry = cell.initial_carry(params)
-    else:
-        _check_carry(cell, params, carry)
     for leaf in jax.tree.leaves(carry):
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             raise ValueError(f"the carry's leaves must be floating-point to be differentiated, got dtype {jnp.result_type(leaf)}")

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from . import cells as _cells
-from .unroll import BACKWARDS, REMATS, check_length, check_sequence, unroll, unroll_bidirectional, valid_steps
+from .unroll import check_length, check_sequence, check_unroll_options, unroll, unroll_bidirectional, valid_steps
 
 Array = jax.Array
 
@@ -71,14 +71,6 @@ def last_valid(ys: Array, length=None) -> Array:
     return jax.tree.map(pick, ys)
 
 
-def _check_unroll_options(remat, backward) -> None:
-    """Name a bad option when the layer is built, not when it is first traced."""
-    if remat not in REMATS:
-        raise ValueError(f"remat must be one of {REMATS}, got {remat!r}")
-    if backward not in BACKWARDS:
-        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
-
-
 def recurrent(
     cell: _cells.Cell,
     return_sequences: bool = True,
@@ -100,7 +92,7 @@ def recurrent(
 
     Params: the cell's params.
     """
-    _check_unroll_options(remat, backward)
+    check_unroll_options(remat, backward)  # when the layer is built, not when first traced
 
     def apply(params, xs, length=None):
         _, ys = unroll(
@@ -135,7 +127,7 @@ def bidirectional(
         sequence), as Keras and PyTorch's ``h_n`` do.
       unroll_steps, remat, backward: as for :func:`recurrent`.
     """
-    _check_unroll_options(remat, backward)
+    check_unroll_options(remat, backward)
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {sorted(MERGES)}, got {merge!r}")
     combine = MERGES[merge]

@@ -119,6 +119,25 @@ REMATS = ("none", "step", "sqrt")
 BACKWARDS = ("auto", "autodiff")
 
 
+def check_unroll_options(remat, backward) -> None:
+    """Raise a ValueError unless ``remat`` and ``backward`` are known options."""
+    if remat not in REMATS:
+        raise ValueError(f"remat must be one of {REMATS}, got {remat!r}")
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+
+
+def prepare_sequence(cell, params, xs, carry, length):
+    """Check one sequence's inputs: ``(xs [T, I], carry, length)``, the carry zeros when ``None``."""
+    xs = check_sequence(xs)
+    length = check_length(length, xs.shape[0])
+    if carry is None:
+        carry = cell.initial_carry(params)
+    else:
+        _check_carry(cell, params, carry)
+    return xs, carry, length
+
+
 def _registered_core(step):
     try:
         return RECURRENT_CORES.get(step)
@@ -238,19 +257,11 @@ def unroll(
     >>> ys.shape, bool((ys[4] == 0).all())
     ((5, 8), True)
     """
-    if remat not in REMATS:
-        raise ValueError(f"remat must be one of {REMATS}, got {remat!r}")
-    if backward not in BACKWARDS:
-        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    check_unroll_options(remat, backward)
     if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
         raise ValueError(f"unroll must be a positive int, got {unroll!r}")
-    xs = check_sequence(xs)
+    xs, carry, length = prepare_sequence(cell, params, xs, carry, length)
     num_steps = xs.shape[0]
-    length = check_length(length, num_steps)
-    if carry is None:
-        carry = cell.initial_carry(params)
-    else:
-        _check_carry(cell, params, carry)
 
     project = getattr(cell, "project", None)
     parallel = getattr(cell, "parallel", None)
