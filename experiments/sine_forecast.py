@@ -9,14 +9,14 @@ rate from 5e-3 to 5 % of it over the run (the main job's schedule).
 One step ahead (series of 51 steps; predict step 51 from the first 50): the
 naive forecast (the last value), a linear model of the window, SimpleRNN(1),
 the deep RNN (20, 20, 1), the deep RNN with a dense output, LSTM, GRU, the
-layer-normalised RNN, a bidirectional model, and the Jordan, Elman and NARX
-networks.
+layer-normalised RNN, minGRU and minLSTM (Feng et al. 2024), a
+bidirectional model, and the Jordan, Elman and NARX networks.
 
 Ten steps ahead (series of 60 steps; predict steps 51-60): the one-step deep
 RNN used iteratively, the naive forecast, a linear model, a
 sequence-to-vector RNN, sequence-to-sequence models (a forecast of the next
-10 values at every step) with SimpleRNN, LSTM, GRU and layer-normalised
-cells, a strided causal convolution in front of a GRU, and a WaveNet-style
+10 values at every step) with SimpleRNN, LSTM, GRU, layer-normalised, minGRU
+and minLSTM cells, a strided causal convolution in front of a GRU, and a WaveNet-style
 stack of dilated causal convolutions (van den Oord et al. 2016).
 
 Every model's validation and test MSE is that of the forecast made after the
@@ -26,6 +26,11 @@ all their steps (the loss they are trained on). Models are entries of
 
     python experiments/sine_forecast.py            # the full study, under 15 minutes on 2 CPU cores
     python experiments/sine_forecast.py --quick    # a few models on 640 series, under a minute
+    python experiments/sine_forecast.py --only minGRU,minLSTM --merge   # (re)run some rows of the full study
+
+``--merge`` adds the rows it trains to the results already in ``--out``
+(replacing rows of the same name) and redraws the learning curves from the
+merged histories; the forecast plots keep the models of the run that drew them.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ import scanrnn as sr  # noqa: E402
 from scanrnn import data, train  # noqa: E402
 from scanrnn.classic import elman, jordan, narx  # noqa: E402
 from scanrnn.conv import causal_conv  # noqa: E402
+from scanrnn.minimal import min_gru, min_lstm  # noqa: E402
 
 N_IN = 50  # input steps
 AHEAD = 10  # the long horizon
@@ -101,6 +107,9 @@ ONE_STEP = [
     Spec("LSTM", 1, lambda: two_layers(sr.lstm, 1, last=True)),
     Spec("GRU", 1, lambda: two_layers(sr.gru, 1, last=True)),
     Spec("LN-RNN", 1, lambda: two_layers(sr.layer_norm_rnn, 1, last=True)),
+    # Feng et al. (2024): gates read only the input, so each layer is a parallel scan over time.
+    Spec("minGRU", 1, lambda: two_layers(min_gru, 1, last=True)),
+    Spec("minLSTM", 1, lambda: two_layers(min_lstm, 1, last=True)),
     Spec("bidirectional GRU + GRU", 1, lambda: sr.serial(
         sr.bidirectional(sr.gru(20)), sr.recurrent(sr.gru(20), return_sequences=False), sr.dense(1))),
     # The three networks' outputs are fed back, so each output is trained to
@@ -118,6 +127,8 @@ TEN_STEPS = [
     Spec("seq-to-seq LSTM", AHEAD, lambda: two_layers(sr.lstm, AHEAD), every_step()),
     Spec("seq-to-seq GRU", AHEAD, lambda: two_layers(sr.gru, AHEAD), every_step()),
     Spec("seq-to-seq LN-RNN", AHEAD, lambda: two_layers(sr.layer_norm_rnn, AHEAD), every_step()),
+    Spec("seq-to-seq minGRU", AHEAD, lambda: two_layers(min_gru, AHEAD), every_step()),
+    Spec("seq-to-seq minLSTM", AHEAD, lambda: two_layers(min_lstm, AHEAD), every_step()),
     # The seed's Conv1D(20, 4, strides=2, padding="valid"): output o reads inputs 2o .. 2o + 3.
     Spec("conv(20, 4, stride 2) + 2 GRU", AHEAD, lambda: sr.serial(
         causal_conv(20, 4, stride=2, padding="valid"), sr.recurrent(sr.gru(20)), sr.recurrent(sr.gru(20)),
@@ -278,6 +289,8 @@ def run(args) -> dict:
 
     wall = time.perf_counter() - t0
     os.makedirs(args.out, exist_ok=True)
+    if args.merge:
+        return merge(args, rows, histories, wall)
     plot_learning_curves(histories, os.path.join(args.out, "learning_curves.png"))
     for horizon, name in ((1, "forecasts_one_step.png"), (AHEAD, "forecasts_ten_steps.png")):
         plot_forecasts(splits[horizon][2], {k[1]: v for k, v in forecasts.items() if k[0] == horizon},
@@ -302,6 +315,37 @@ def run(args) -> dict:
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(markdown(result))
     print(f"wall time {wall:.0f} s; results in {args.out}")
+    return result
+
+
+def merge(args, rows, histories, wall) -> dict:
+    """Fold this run's trained rows into ``args.out/results.json`` and rewrite the table."""
+    path = os.path.join(args.out, "results.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"--merge needs an earlier full run's {path}")
+    with open(path) as f:
+        result = json.load(f)
+    command = " ".join([os.path.basename(sys.executable)] + sys.argv)
+    if result["settings"]["epochs"] != (args.epochs or 20) or result["settings"]["seed"] != args.seed:
+        raise SystemExit("--merge: the epochs and seed must be those of the results it merges into")
+    new = {(r["horizon"], r["model"]): r for r in rows if r["params"] > 0 and not r["model"].startswith("iterated")}
+    count = len(new)
+    merged = [new.pop((r["horizon"], r["model"]), r) for r in result["rows"]]
+    for key, row in new.items():  # new models go after the last row of their horizon
+        last = max(i for i, r in enumerate(merged) if r["horizon"] == key[0])
+        merged.insert(last + 1, row)
+    result["rows"] = merged
+    result["histories"].update({f"{h}:{name}": hist for (h, name), hist in histories.items()})
+    result.setdefault("merged_runs", []).append({"command": command, "wall_seconds": wall})
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(markdown(result))
+    plot_learning_curves(
+        {(int(k.split(":", 1)[0]), k.split(":", 1)[1]): v for k, v in result["histories"].items()},
+        os.path.join(args.out, "learning_curves.png"),
+    )
+    print(f"merged {count} trained rows into {path} ({wall:.0f} s)")
     return result
 
 
@@ -350,6 +394,9 @@ def markdown(result) -> str:
         "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
     ]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in result["rows"]]
+    for run in result.get("merged_runs", []):
+        lines += ["", f"Rows added or replaced later, with the same data and settings, by `{run['command']}` "
+                      f"({run['wall_seconds']:.0f} s)."]
     lines += [
         "",
         f"*Keras rep.* is the validation MSE {SOURCE} reports for the same model trained in Keras with the "
@@ -437,6 +484,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=5e-3, help="Adam's peak learning rate")
     parser.add_argument("--only", help="comma-separated substrings: train only the models whose name contains one")
     parser.add_argument("--verbose", action="store_true", help="print every epoch")
+    parser.add_argument("--merge", action="store_true",
+                        help="add the trained rows to the results already in --out instead of replacing them")
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = os.path.join("runs", "sine_forecast-quick") if args.quick else os.path.join(

@@ -54,3 +54,46 @@ def test_quick_run(tmp_path):
     table = (out / "results.md").read_text()
     assert "| 10 | iterated one-step (deep RNN + dense) |" in table and "Géron (2019)" in table
     assert "naive (last value)" in proc.stdout  # the table is printed too
+
+
+def _load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sine_forecast_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_merge_replaces_and_inserts_rows(tmp_path):
+    script = _load_script()
+    row = lambda h, m, v: {"horizon": h, "model": m, "params": 0 if m.startswith("naive") else 5, "seconds": 1.0,
+                           "valid_mse": v, "test_mse": v, "keras_reported": None}
+    earlier = {
+        "command": "python sine_forecast.py", "wall_seconds": 10.0,
+        "settings": {"n_series": 640, "split": [448, 128, 64], "epochs": 20, "batch_size": 32, "seed": 42,
+                     "optimizer": "adam", "loss": "mse"},
+        "environment": {"jax": "x", "cpu_count": 2},
+        "rows": [row(1, "naive (last value)", 0.02), row(1, "LSTM", 0.5), row(10, "naive (last value)", 0.2),
+                 row(10, "linear", 0.01)],
+        "histories": {"1:LSTM": {"train_loss": [1.0], "valid_loss": [1.0]}},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    args = script.argparse.Namespace(out=str(tmp_path), epochs=None, seed=42, merge=True)
+    new_rows = [row(1, "naive (last value)", 0.99), row(1, "LSTM", 0.1), row(1, "minGRU", 0.3),
+                row(10, "seq-to-seq minGRU", 0.4)]
+    hist = {"train_loss": [2.0], "valid_loss": [2.0]}
+    merged = script.merge(args, new_rows, {(1, "minGRU"): hist, (10, "seq-to-seq minGRU"): hist}, 3.0)
+
+    # Trained rows replace their namesakes or go after the last row of their horizon; baselines stay.
+    assert [(r["horizon"], r["model"], r["valid_mse"]) for r in merged["rows"]] == [
+        (1, "naive (last value)", 0.02), (1, "LSTM", 0.1), (1, "minGRU", 0.3),
+        (10, "naive (last value)", 0.2), (10, "linear", 0.01), (10, "seq-to-seq minGRU", 0.4)]
+    assert set(merged["histories"]) == {"1:LSTM", "1:minGRU", "10:seq-to-seq minGRU"}
+    assert json.loads((tmp_path / "results.json").read_text()) == merged
+    assert "| 1 | minGRU |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "learning_curves.png").stat().st_size > 0
+    # A run with other settings is refused.
+    args.seed = 1
+    with __import__("pytest").raises(SystemExit, match="seed"):
+        script.merge(args, new_rows, {}, 1.0)
