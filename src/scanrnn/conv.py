@@ -1,8 +1,9 @@
 """A 1-D convolution over ONE sequence, as a :class:`scanrnn.layers.Layer`.
 
 :func:`causal_conv` has the layer contract of :mod:`scanrnn.layers`:
-``init(key, input_size) -> params`` and ``apply(params, xs, length=None) ->
-ys`` for one sequence ``xs [T, I]``, so it composes with the recurrent layers
+``init(key, input_size) -> params`` and ``apply(params, xs, length=None, *,
+key=None, carry=None) -> ys`` for one sequence ``xs [T, I]`` (stateless: its
+carry is ``()``, and it ignores ``key``), so it composes with the recurrent layers
 in :func:`scanrnn.serial` (the second seed's ``Conv1D`` in front of a GRU,
 and the WaveNet-style stack of dilated causal convolutions of van den Oord
 et al. 2016)::
@@ -21,7 +22,7 @@ from jax import lax
 from jax.nn import initializers
 
 from . import cells as _cells
-from .layers import Layer
+from .layers import Layer, _no_carry, stateless_output
 from .unroll import check_length, check_sequence, valid_steps
 
 Array = jax.Array
@@ -110,7 +111,9 @@ def causal_conv(
         shape ``(F, I, K)``; Glorot-uniform with Keras' fans (``I K`` in,
         ``F K`` out) when ``None``.
 
-    ``apply(params, xs, length=None)`` takes one sequence ``[T, I]``. With
+    ``apply(params, xs, length=None, *, key=None, carry=None)`` takes one
+    sequence ``[T, I]``; the layer has no state (a ``carry`` given must be
+    ``()``, and ``(ys, ())`` is returned) and ignores ``key``. With
     ``length`` (only for ``stride=1`` and causal padding, where output ``t``
     is aligned with input ``t``), outputs past ``length`` are zeros, like
     those of :func:`scanrnn.dense` and the recurrent layers; outputs before
@@ -157,7 +160,7 @@ def causal_conv(
                 f"got w {w} and b {b}"
             )
 
-    def apply(params, xs, length=None):
+    def outputs(params, xs, length):
         check_params(params)
         xs = jnp.asarray(xs)
         if xs.ndim == 1:
@@ -197,4 +200,7 @@ def causal_conv(
             return ys
         return jnp.where(valid_steps(num_steps, length)[:, None], ys, jnp.zeros_like(ys))
 
-    return Layer(init, apply)
+    def apply(params, xs, length=None, *, key=None, carry=None):
+        return stateless_output("causal_conv", outputs(params, xs, length), carry)
+
+    return Layer(init, apply, _no_carry)

@@ -1,11 +1,29 @@
 """Layers and models over ONE sequence, composed as in ``jax.example_libraries.stax``.
 
-Every layer constructor returns a :class:`Layer`, a NamedTuple of two pure
+Every layer constructor returns a :class:`Layer`, a NamedTuple of pure
 functions:
 
 - ``init(key, input_size) -> params``;
-- ``apply(params, xs, length=None) -> ys`` for ONE sequence ``xs`` of shape
-  ``[T, input_size]`` (or one vector, for layers after a many-to-one layer).
+- ``apply(params, xs, length=None, *, key=None, carry=None)`` for ONE
+  sequence ``xs`` of shape ``[T, input_size]`` (or one vector, for layers
+  after a many-to-one layer);
+- ``initial_carry(params) -> carry``, the state a sequence starts from
+  (``()`` for a stateless layer; ``None`` in place of the function marks a
+  two-function layer of the older contract, called without key or carry).
+
+The keyword arguments of ``apply``:
+
+- ``key=None`` is evaluation: the layer is deterministic. A PRNG ``key``
+  is training: it draws the masks of :func:`dropout` and of the rates of
+  :func:`recurrent` (layers without randomness ignore it; :func:`serial`
+  splits it between its layers).
+- ``carry=None`` starts from ``initial_carry(params)`` (zeros, or a learned
+  carry) and returns ``ys``. A ``carry`` given starts from it and returns
+  ``(ys, final_carry)``: the state after the last valid step, ready to be
+  the next chunk's start (truncated BPTT, :func:`scanrnn.train.make_tbptt_step`).
+  :func:`serial`'s carry is a tuple with one entry per layer; a stateless
+  layer's entry is ``()``; :func:`bidirectional`'s carry has a leading
+  direction axis of 2.
 
 :func:`serial` composes layers into a model, which is a :class:`Layer` too;
 it threads keys and feature sizes through ``init`` (the output size of each
@@ -16,11 +34,18 @@ come from :func:`jax.vmap`::
     model = serial(recurrent(lstm(20)), recurrent(lstm(20)), dense(1))
     params = model.init(jax.random.key(0), 1)
     ys = jax.vmap(model.apply, in_axes=(None, 0))(params, xs)  # xs: [B, T, 1]
+
+and the state of a model over a long sequence cut into chunks is handed from
+one call to the next::
+
+    carry = model.initial_carry(params)
+    for chunk in chunks:                       # each [K, 1]
+        ys, carry = model.apply(params, chunk, carry=carry)
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,10 +57,21 @@ Array = jax.Array
 
 
 class Layer(NamedTuple):
-    """A layer or model: ``init(key, input_size) -> params`` and ``apply(params, xs, length=None) -> ys``."""
+    """A layer or model: ``init``, ``apply`` and ``initial_carry`` (see the module docstring).
+
+    - ``init(key, input_size) -> params``;
+    - ``apply(params, xs, length=None, *, key=None, carry=None)`` -> ``ys``,
+      or ``(ys, final_carry)`` when ``carry`` is given;
+    - ``initial_carry(params) -> carry`` for ONE sequence, or ``None``: a
+      two-function layer written against the older contract
+      ``apply(params, xs, length=None)``, which :func:`serial` calls without
+      ``key`` or ``carry`` (its entry in a carry is ``()``). A stateless
+      layer that takes a key gives ``initial_carry=lambda params: ()``.
+    """
 
     init: Callable
     apply: Callable
+    initial_carry: Optional[Callable] = None
 
 
 class DenseParams(NamedTuple):
@@ -43,6 +79,16 @@ class DenseParams(NamedTuple):
 
     w: Array  # [F, I]
     b: Array  # [F]
+
+
+class RecurrentParams(NamedTuple):
+    """Params of :func:`recurrent` and :func:`bidirectional` with ``learn_initial_carry=True``.
+
+    Both fields are trained; the carry starts at zeros.
+    """
+
+    cell: Any  # the cell's params (bidirectional: stacked on a leading direction axis of 2)
+    initial_carry: Any  # the cell's carry, e.g. LSTMCarry(h [H], c [H]) (bidirectional: [2, H] leaves)
 
 
 MERGES = {
@@ -71,6 +117,80 @@ def last_valid(ys: Array, length=None) -> Array:
     return jax.tree.map(pick, ys)
 
 
+# --------------------------------------------------------------------------
+# Checks shared by the layers.
+
+
+def check_rate(name: str, rate) -> float:
+    """Return ``rate`` as a float if it is a number in ``[0, 1)``, else raise a ValueError naming it."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(f"{name} must be a float in [0, 1), got {rate!r}")
+    return float(rate)
+
+
+def _describe(tree) -> str:
+    leaves, treedef = jax.tree.flatten(tree)
+    return f"{treedef} with shapes {[tuple(jnp.shape(l)) for l in leaves]}"
+
+
+def check_carry(name: str, expected, carry) -> None:
+    """Raise a ValueError unless ``carry`` has the structure and shapes of ``expected``.
+
+    ``expected`` is the layer's initial carry (or its :func:`jax.eval_shape`).
+    """
+    exp_leaves, exp_tree = jax.tree.flatten(expected)
+    leaves, tree = jax.tree.flatten(carry)
+    if tree != exp_tree or [tuple(jnp.shape(l)) for l in leaves] != [tuple(jnp.shape(l)) for l in exp_leaves]:
+        raise ValueError(f"{name}: carry must be {_describe(expected)} (the layer's initial_carry), got {_describe(carry)}")
+
+
+def stateless_output(name: str, ys, carry):
+    """What a layer without state returns: ``ys``, or ``(ys, ())`` when a carry ``()`` is given."""
+    if carry is None:
+        return ys
+    check_carry(name, (), carry)
+    return ys, ()
+
+
+def _no_carry(params):
+    return ()
+
+
+def _rate_options(dropout, recurrent_dropout, zoneout) -> Optional[dict]:
+    """The checked rates as keyword arguments of :func:`scanrnn.unroll`, or ``None`` when all are 0."""
+    check_rate("dropout", dropout)
+    check_rate("recurrent_dropout", recurrent_dropout)
+    zoneout_leaves = jax.tree.leaves(zoneout)  # a float, or per-field rates such as LSTMCarry(h=.05, c=.5)
+    if not zoneout_leaves:
+        raise ValueError(f"zoneout must be a float in [0, 1) or a carry-structured tuple of them, got {zoneout!r}")
+    for rate in zoneout_leaves:
+        check_rate("zoneout", rate)
+    if dropout == 0 and recurrent_dropout == 0 and all(rate == 0 for rate in zoneout_leaves):
+        return None  # exactly the plain unroll
+    return {"dropout": dropout, "recurrent_dropout": recurrent_dropout, "zoneout": zoneout}
+
+
+def _split_params(name: str, params, learn_initial_carry: bool):
+    """``(cell params, learned initial carry or None)``."""
+    if learn_initial_carry:
+        if not isinstance(params, RecurrentParams):
+            raise ValueError(
+                f"{name}(learn_initial_carry=True) expects params of type RecurrentParams(cell, initial_carry), "
+                f"got {type(params).__name__}"
+            )
+        return params.cell, params.initial_carry
+    if isinstance(params, RecurrentParams):
+        raise ValueError(
+            f"{name}(learn_initial_carry=False) expects the cell's params, got RecurrentParams "
+            "(build the layer with learn_initial_carry=True)"
+        )
+    return params, None
+
+
+# --------------------------------------------------------------------------
+# Layers.
+
+
 def recurrent(
     cell: _cells.Cell,
     return_sequences: bool = True,
@@ -78,6 +198,10 @@ def recurrent(
     unroll_steps: int = 1,
     remat: str = "none",
     backward: str = "auto",
+    dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    zoneout=0.0,
+    learn_initial_carry: bool = False,
 ) -> Layer:
     """A recurrent layer: ``cell`` unrolled over the sequence.
 
@@ -89,18 +213,59 @@ def recurrent(
       unroll_steps: passed to :func:`jax.lax.scan` as ``unroll``.
       remat, backward: passed to :func:`scanrnn.unroll` (memory for time in
         the backward pass; hand-written or autodiff BPTT).
+      dropout, recurrent_dropout, zoneout: rates in ``[0, 1)`` passed to
+        :func:`scanrnn.unroll` with the ``key`` of ``apply``: a variational
+        mask on the inputs, one on the hidden state where it enters a
+        recurrent product, and per-step zoneout of the carry (a float, or
+        per-field rates such as ``LSTMCarry(h=0.05, c=0.5)``). Without a key
+        (evaluation) dropout is off and zoneout uses its expectation.
+      learn_initial_carry: make the carry every sequence starts from a
+        param, :class:`RecurrentParams` ``(cell, initial_carry)``, zeros at
+        ``init`` and trained like the weights.
 
-    Params: the cell's params.
+    Params: the cell's params, or :class:`RecurrentParams`.
+
+    ``apply(params, xs [T, I], length=None, *, key=None, carry=None)``
+    returns ``ys`` (``[T, H]``, or ``[H]`` when ``return_sequences=False``);
+    with ``carry`` (the cell's carry for one sequence) it returns ``(ys,
+    final_carry)``, the final carry being :func:`scanrnn.unroll`'s (the
+    one after step ``length``). ``initial_carry(params)`` is zeros, or the
+    learned carry.
+
+    >>> from scanrnn import lstm
+    >>> layer = recurrent(lstm(4))
+    >>> params = layer.init(jax.random.key(0), 2)
+    >>> carry = layer.initial_carry(params)
+    >>> ys, carry = layer.apply(params, jnp.ones((3, 2)), carry=carry)   # steps 0..2
+    >>> ys, carry = layer.apply(params, jnp.ones((3, 2)), carry=carry)   # steps 3..5
+    >>> ys.shape, carry.h.shape
+    ((3, 4), (4,))
     """
     check_unroll_options(remat, backward)  # when the layer is built, not when first traced
+    rates = _rate_options(dropout, recurrent_dropout, zoneout)
 
-    def apply(params, xs, length=None):
-        _, ys = unroll(
-            cell, params, xs, length=length, unroll=unroll_steps, remat=remat, backward=backward
-        )  # checks xs and length
-        return ys if return_sequences else last_valid(ys, length)
+    def init(key, input_size):
+        params = cell.init(key, input_size)
+        return RecurrentParams(params, jax.tree.map(jnp.zeros_like, cell.initial_carry(params)))
 
-    return Layer(cell.init, apply)
+    def initial_carry(params):
+        cell_params, learned = _split_params("recurrent", params, learn_initial_carry)
+        return cell.initial_carry(cell_params) if learned is None else learned
+
+    def apply(params, xs, length=None, *, key=None, carry=None):
+        cell_params, learned = _split_params("recurrent", params, learn_initial_carry)
+        if carry is not None:
+            check_carry("recurrent", jax.eval_shape(cell.initial_carry, cell_params), carry)
+        start = learned if carry is None else carry
+        options = {} if rates is None else dict(rates, key=key)
+        final, ys = unroll(
+            cell, cell_params, xs, start, length=length, unroll=unroll_steps, remat=remat, backward=backward,
+            **options,
+        )  # checks xs, length and a learned carry
+        ys = ys if return_sequences else last_valid(ys, length)
+        return ys if carry is None else (ys, final)
+
+    return Layer(init if learn_initial_carry else cell.init, apply, initial_carry)
 
 
 def bidirectional(
@@ -111,6 +276,10 @@ def bidirectional(
     unroll_steps: int = 1,
     remat: str = "none",
     backward: str = "auto",
+    dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    zoneout=0.0,
+    learn_initial_carry: bool = False,
 ) -> Layer:
     """A bidirectional layer: ``cell`` run forwards and backwards in one scan.
 
@@ -125,19 +294,41 @@ def bidirectional(
       return_sequences: ``False`` merges the forward output at the last valid
         step with the backward output at step 0 (after it read the whole
         sequence), as Keras and PyTorch's ``h_n`` do.
-      unroll_steps, remat, backward: as for :func:`recurrent`.
+      unroll_steps, remat, backward, dropout, recurrent_dropout, zoneout,
+        learn_initial_carry: as for :func:`recurrent`; the key is split
+        between the directions, and a learned carry has a leading direction
+        axis of 2.
+
+    The carry (``initial_carry(params)``, the ``carry`` of ``apply`` and the
+    final carry it returns) is the cell's carry with a leading direction
+    axis of 2: the forward direction's after step ``length - 1``, and the
+    backward direction's after it read the valid part down to step 0.
     """
     check_unroll_options(remat, backward)
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {sorted(MERGES)}, got {merge!r}")
+    rates = _rate_options(dropout, recurrent_dropout, zoneout)
     combine = MERGES[merge]
 
     def init(key, input_size):
-        return jax.vmap(lambda k: cell.init(k, input_size))(jax.random.split(key, 2))
+        params = jax.vmap(lambda k: cell.init(k, input_size))(jax.random.split(key, 2))
+        if not learn_initial_carry:
+            return params
+        return RecurrentParams(params, jax.tree.map(jnp.zeros_like, jax.vmap(cell.initial_carry)(params)))
 
-    def apply(params, xs, length=None):
-        _, ys = unroll_bidirectional(
-            cell, params, xs, length=length, unroll=unroll_steps, remat=remat, backward=backward
+    def initial_carry(params):
+        cell_params, learned = _split_params("bidirectional", params, learn_initial_carry)
+        return jax.vmap(cell.initial_carry)(cell_params) if learned is None else learned
+
+    def apply(params, xs, length=None, *, key=None, carry=None):
+        cell_params, learned = _split_params("bidirectional", params, learn_initial_carry)
+        start = learned if carry is None else carry
+        if start is not None:
+            check_carry("bidirectional", jax.eval_shape(jax.vmap(cell.initial_carry), cell_params), start)
+        options = {} if rates is None else dict(rates, key=key)
+        final, ys = unroll_bidirectional(
+            cell, cell_params, xs, start, length=length, unroll=unroll_steps, remat=remat, backward=backward,
+            **options,
         )  # checks xs and length
         # Index the direction axis leaf by leaf: a user cell's y may be a pytree.
         forwards = jax.tree.map(lambda y: y[0], ys)
@@ -145,9 +336,10 @@ def bidirectional(
         if not return_sequences:
             forwards = last_valid(forwards, length)
             backwards = jax.tree.map(lambda y: y[0], backwards)
-        return jax.tree.map(combine, forwards, backwards)
+        ys = jax.tree.map(combine, forwards, backwards)
+        return ys if carry is None else (ys, final)
 
-    return Layer(init, apply)
+    return Layer(init, apply, initial_carry)
 
 
 def dense(
@@ -162,7 +354,8 @@ def dense(
     Given a sequence ``[T, I]`` it is applied at every step (Keras'
     ``TimeDistributed(Dense)``), and with ``length`` the outputs past it are
     zeros like those of the recurrent layers. Given a vector ``[I]`` (after a
-    many-to-one layer) it is applied once.
+    many-to-one layer) it is applied once. It has no state (its carry is
+    ``()``) and ignores ``key``.
 
     Params (:class:`DenseParams`): ``w [F, I]``, ``b [F]``.
     """
@@ -179,7 +372,7 @@ def dense(
         _cells._check_x("dense", x, params.w)
         return params.w @ x + params.b
 
-    def apply(params, xs, length=None):
+    def outputs(params, xs, length):
         if not isinstance(params, DenseParams):
             raise ValueError(f"dense expects params of type DenseParams, got {type(params).__name__}")
         if params.w.shape[:1] != (features,) or params.b.shape != (features,) or params.w.ndim != 2:
@@ -197,17 +390,80 @@ def dense(
             return ys
         return jnp.where(valid_steps(xs.shape[0], length)[:, None], ys, jnp.zeros_like(ys))
 
-    return Layer(init, apply)
+    def apply(params, xs, length=None, *, key=None, carry=None):
+        return stateless_output("dense", outputs(params, xs, length), carry)
+
+    return Layer(init, apply, _no_carry)
+
+
+def dropout(rate: float, *, broadcast_time: bool = False) -> Layer:
+    """Inverted dropout between layers (Srivastava et al. 2014), identity without a key.
+
+    With a ``key`` (training) each element of ``xs`` is kept with
+    probability ``1 - rate`` and scaled by ``1 / (1 - rate)``, so its
+    expectation is ``xs``::
+
+        ys = xs * m / (1 - rate),    m ~ Bernoulli(1 - rate), elementwise
+
+    Without a key (evaluation), and for ``rate = 0``, ``ys = xs``.
+    ``broadcast_time=True`` draws one mask ``[I]`` for a sequence ``[T, I]``
+    and uses it at every step (the same features dropped throughout, as in
+    Keras' ``SpatialDropout1D``). The input may be a sequence ``[T, I]`` or a
+    vector ``[I]`` (after a many-to-one layer). Steps past ``length`` are
+    passed through as they come (zeros, after the recurrent layers).
+
+    Params: ``()``. No state: the carry is ``()``.
+
+    >>> layer = dropout(0.5)
+    >>> xs = jnp.ones((4, 3))
+    >>> bool((layer.apply((), xs) == xs).all())        # evaluation
+    True
+    >>> ys = layer.apply((), xs, key=jax.random.key(0))  # training: 0 or 2
+    >>> sorted({float(v) for v in ys.ravel()}) in ([0.0, 2.0], [2.0], [0.0])
+    True
+    """
+    rate = check_rate("rate", rate)
+
+    def init(key, input_size):
+        _cells._check_input_size(input_size)
+        return ()
+
+    def apply(params, xs, length=None, *, key=None, carry=None):
+        if params != ():
+            raise ValueError(f"dropout has no params and expects (), got {type(params).__name__}")
+        xs = jnp.asarray(xs)
+        if xs.ndim not in (1, 2):
+            raise ValueError(f"dropout expects a sequence [T, I] or a vector [I], got shape {xs.shape}")
+        if not jnp.issubdtype(xs.dtype, jnp.floating):
+            raise ValueError(f"dropout expects floating inputs, got dtype {xs.dtype}")
+        if xs.ndim == 2:
+            check_length(length, xs.shape[0])
+        if key is None or rate == 0:
+            return stateless_output("dropout", xs, carry)
+        shape = xs.shape[-1:] if broadcast_time else xs.shape
+        keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+        ys = jnp.where(keep, xs / (1.0 - rate), jnp.zeros_like(xs))
+        return stateless_output("dropout", ys, carry)
+
+    return Layer(init, apply, _no_carry)
 
 
 def serial(*layers: Layer) -> Layer:
     """Compose layers one after the other; params are a tuple, one entry per layer.
+
+    ``apply(params, xs, length=None, *, key=None, carry=None)`` passes
+    ``length`` to every layer and splits ``key`` into one key per layer. The
+    carry is a tuple of the layers' carries (``()`` for a stateless layer);
+    with it, ``apply`` returns ``(ys, final_carries)``.
 
     >>> from scanrnn import lstm
     >>> model = serial(recurrent(lstm(8)), recurrent(lstm(8), return_sequences=False), dense(1))
     >>> params = model.init(jax.random.key(0), 3)
     >>> model.apply(params, jnp.ones((10, 3))).shape
     (1,)
+    >>> ys, carry = model.apply(params, jnp.ones((10, 3)), carry=model.initial_carry(params))
+    >>> [type(c).__name__ for c in carry]
+    ['LSTMCarry', 'LSTMCarry', 'tuple']
     """
     if not layers:
         raise ValueError("serial needs at least one layer")
@@ -225,15 +481,43 @@ def serial(*layers: Layer) -> Layer:
             shape = jax.eval_shape(layer.apply, p, jax.ShapeDtypeStruct(shape, dtype)).shape
         return tuple(params)
 
-    def apply(params, xs, length=None):
+    def check_params(params):
         # Exactly a tuple or list: a NamedTuple is one layer's params, even when
         # its number of fields happens to equal the number of layers.
         is_sequence = type(params) in (tuple, list)
         if not is_sequence or len(params) != len(layers):
             given = f"a {type(params).__name__} of {len(params)}" if is_sequence else type(params).__name__
             raise ValueError(f"serial of {len(layers)} layers expects a tuple of {len(layers)} params, got {given}")
-        for layer, p in zip(layers, params):
-            xs = layer.apply(p, xs, length=length)
-        return xs
 
-    return Layer(init, apply)
+    def initial_carry(params):
+        check_params(params)
+        return tuple(
+            () if layer.initial_carry is None else layer.initial_carry(p) for layer, p in zip(layers, params)
+        )
+
+    def apply(params, xs, length=None, *, key=None, carry=None):
+        check_params(params)
+        if carry is not None and (type(carry) is not tuple or len(carry) != len(layers)):
+            given = f"a {type(carry).__name__} of {len(carry)}" if type(carry) is tuple else type(carry).__name__
+            raise ValueError(
+                f"serial of {len(layers)} layers expects a carry tuple of {len(layers)} entries "
+                f"(model.initial_carry(params)), got {given}"
+            )
+        keys = [None] * len(layers) if key is None else list(jax.random.split(key, len(layers)))
+        finals = []
+        for i, (layer, p, k) in enumerate(zip(layers, params, keys)):
+            if layer.initial_carry is None:  # a two-function layer: no key, no state
+                if carry is not None:
+                    check_carry(f"serial layer {i}", (), carry[i])
+                    finals.append(())
+                xs = layer.apply(p, xs, length=length)
+                continue
+            options = {} if k is None else {"key": k}
+            if carry is None:
+                xs = layer.apply(p, xs, length=length, **options)
+            else:
+                xs, final = layer.apply(p, xs, length=length, carry=carry[i], **options)
+                finals.append(final)
+        return xs if carry is None else (xs, tuple(finals))
+
+    return Layer(init, apply, initial_carry)

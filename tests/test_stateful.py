@@ -1,0 +1,353 @@
+"""The layer contract with keys and state: carries in and out, learned initial carries,
+the dropout layer, and truncated BPTT in scanrnn.train."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import scanrnn
+from helpers import assert_close, elman, masked_loop, normal, random_carry, random_params
+from scanrnn import LSTMCarry, Layer, bidirectional, causal_conv, dense, recurrent, serial
+from scanrnn.layers import RecurrentParams, dropout
+
+H, I, T = 4, 3, 6
+F64 = jnp.float64
+
+
+def stacked(tree_a, tree_b):
+    return jax.tree.map(lambda a, b: jnp.stack([a, b]), tree_a, tree_b)
+
+
+def direction(tree, d):
+    return jax.tree.map(lambda a: a[d], tree)
+
+
+# --------------------------------------------------------------------------
+# recurrent and bidirectional: carry in, (ys, final carry) out.
+
+
+@pytest.mark.parametrize("length", [None, 4])
+def test_recurrent_carry_gives_the_loops_final_carry(length):
+    cell = scanrnn.lstm(H, param_dtype=F64)
+    params = random_params(cell, I)
+    carry = random_carry(cell, params, seed=3)
+    xs = normal((T, I), seed=1)
+    n = T if length is None else length
+    want_carry, want_ys = masked_loop(cell, params, xs, n, carry=carry)
+    zeros_ys = masked_loop(cell, params, xs, n)[1]
+    seq, last = recurrent(cell), recurrent(cell, return_sequences=False)
+
+    @jax.jit
+    def run(params, xs, carry):
+        return (
+            seq.apply(params, xs, length, carry=carry),
+            last.apply(params, xs, length, carry=carry),
+            scanrnn.unroll(cell, params, xs, carry, length=length)[0],
+            seq.apply(params, xs, length),  # no carry: zeros in, ys out, exactly as before
+            last.apply(params, xs, length),
+            # A key on a layer without rates changes nothing.
+            seq.apply(params, xs, length, key=jax.random.key(1), carry=carry),
+        )
+
+    (ys, final), (y, final_last), unrolled, zeros_seq, zeros_last, keyed = run(params, xs, carry)
+    assert_close(final, want_carry)
+    assert_close(final_last, want_carry)
+    assert_close(final, unrolled)
+    assert_close(ys, want_ys)
+    assert_close(y, want_ys[n - 1])
+    assert_close(zeros_seq, zeros_ys)
+    assert_close(zeros_last, zeros_ys[n - 1])
+    assert_close(keyed, (ys, final))
+    assert_close(seq.initial_carry(params), cell.initial_carry(params))
+
+
+def test_recurrent_carry_under_vmap_and_jit():
+    cell = scanrnn.gru(H, param_dtype=F64)
+    params = random_params(cell, I)
+    layer = recurrent(cell)
+    xs = normal((2, T, I), seed=1)
+    carries = stacked(random_carry(cell, params, seed=1), random_carry(cell, params, seed=2))
+    lengths = jnp.array([2, T])
+    run = jax.jit(jax.vmap(lambda x, n, c: layer.apply(params, x, n, carry=c)))
+    ys, finals = run(xs, lengths, carries)
+    for b in range(2):
+        want_carry, want_ys = masked_loop(cell, params, xs[b], int(lengths[b]), carry=direction(carries, b))
+        assert_close(direction(finals, b), want_carry)
+        assert_close(ys[b], want_ys)
+
+
+@pytest.mark.parametrize("length", [None, 4])
+def test_bidirectional_carry_has_a_direction_axis(length):
+    cell = scanrnn.lstm(H, param_dtype=F64)
+    params = stacked(random_params(cell, I, seed=1), random_params(cell, I, seed=2))
+    carry = stacked(random_carry(cell, direction(params, 0), seed=3), random_carry(cell, direction(params, 1), seed=4))
+    xs = normal((T, I), seed=5)
+    n = T if length is None else length
+    fwd_carry, fwd_ys = masked_loop(cell, direction(params, 0), xs, n, carry=direction(carry, 0))
+    bwd_carry, bwd_ys = masked_loop(cell, direction(params, 1), xs, n, reverse=True, carry=direction(carry, 1))
+
+    layer = bidirectional(cell, "sum")
+    last = bidirectional(cell, "concat", return_sequences=False)
+
+    @jax.jit
+    def run(params, xs, carry):
+        return (
+            layer.apply(params, xs, length, carry=carry),
+            last.apply(params, xs, length, carry=carry),
+            scanrnn.unroll_bidirectional(cell, params, xs, carry, length=length)[0],
+        )
+
+    (ys, final), (y, final_last), unrolled = run(params, xs, carry)
+    assert_close(final, stacked(fwd_carry, bwd_carry))
+    assert_close(final, unrolled)
+    assert_close(ys, fwd_ys + bwd_ys)
+    assert_close(final_last, final)
+    assert_close(y, jnp.concatenate([fwd_ys[n - 1], bwd_ys[0]]))
+    assert jax.tree.map(jnp.shape, layer.initial_carry(params)) == LSTMCarry((2, H), (2, H))
+
+
+# --------------------------------------------------------------------------
+# serial: a tuple of carries.
+
+
+def chain_model():
+    return serial(
+        recurrent(scanrnn.lstm(H, param_dtype=F64)),
+        dense(H, param_dtype=F64),
+        causal_conv(H, 2, param_dtype=F64),
+        recurrent(scanrnn.gru(H, param_dtype=F64)),
+        dense(2, param_dtype=F64),
+    )
+
+
+def test_serial_carry_is_a_tuple_of_the_layers_carries():
+    model = chain_model()
+    params = random_params(model, I)
+    xs = normal((T, I), seed=1)
+    lstm_cell, gru_cell = scanrnn.lstm(H, param_dtype=F64), scanrnn.gru(H, param_dtype=F64)
+    carry = (random_carry(lstm_cell, params[0], seed=2), (), (), random_carry(gru_cell, params[3], seed=3), ())
+    assert jax.tree.structure(model.initial_carry(params)) == jax.tree.structure(carry)
+
+    @jax.jit
+    def run(params, xs, carry):
+        return (
+            model.apply(params, xs, 5, carry=carry),
+            model.apply(params, xs, 5),
+            model.apply(params, xs, 5, carry=model.initial_carry(params))[0],
+        )
+
+    (ys, final), plain, from_zeros = run(params, xs, carry)
+    # By hand, layer by layer.
+    c0, h = masked_loop(lstm_cell, params[0], xs, 5, carry=carry[0])
+    h = dense(H).apply(params[1], h, 5)
+    h = causal_conv(H, 2).apply(params[2], h, 5)
+    c3, h = masked_loop(gru_cell, params[3], h, 5, carry=carry[3])
+    assert_close(final, (c0, (), (), c3, ()))
+    assert_close(ys, dense(2).apply(params[4], h, 5))
+    assert_close(plain, from_zeros)
+
+
+def test_chunks_with_the_carry_handed_over_equal_one_pass():
+    model = serial(
+        recurrent(scanrnn.lstm(H, param_dtype=F64)), dense(H, param_dtype=F64), recurrent(scanrnn.simple_rnn(2, param_dtype=F64))
+    )
+    params = random_params(model, I)
+    xs = normal((3 * T, I), seed=2)
+    run = jax.jit(lambda p, x, c: model.apply(p, x, carry=c))
+    whole, whole_final = run(params, xs, model.initial_carry(params))
+    carry, parts = model.initial_carry(params), []
+    for start in range(0, 3 * T, T):
+        ys, carry = run(params, xs[start : start + T], carry)
+        parts.append(ys)
+    assert_close(jnp.concatenate(parts), whole)
+    assert_close(carry, whole_final)
+    # Restarting from zeros at each chunk is not the same thing.
+    restarted, _ = run(params, xs[T : 2 * T], model.initial_carry(params))
+    assert not np.allclose(restarted, whole[T : 2 * T])
+
+
+def test_serial_splits_the_key_and_keeps_user_layers_working():
+    # A two-function layer, written before layers had keys and state.
+    double = Layer(lambda key, input_size: (), lambda params, xs, length=None: 2.0 * xs)
+    model = serial(dropout(0.5), double, dropout(0.5))
+    xs = normal((T, I), seed=1)
+    params = model.init(jax.random.key(0), I)
+    assert_close(model.apply(params, xs), 2.0 * xs)  # no key: deterministic
+    assert model.initial_carry(params) == ((), (), ())
+    assert_close(model.apply(params, xs, carry=((), (), ())), (2.0 * xs, ((), (), ())))
+
+    with_key = serial(dropout(0.5), dropout(0.5))
+    key = jax.random.key(7)
+    k1, k2 = jax.random.split(key)
+    want = dropout(0.5).apply((), dropout(0.5).apply((), xs, key=k1), key=k2)
+    assert_close(with_key.apply(((), ()), xs, key=key), want)
+    # The two-function layer is called without the key; the others get theirs.
+    k1, _, k3 = jax.random.split(key, 3)
+    want = dropout(0.5).apply((), 2.0 * dropout(0.5).apply((), xs, key=k1), key=k3)
+    assert_close(model.apply(params, xs, key=key), want)
+
+
+# --------------------------------------------------------------------------
+# The learned initial carry.
+
+
+def test_learned_initial_carry_starts_at_zeros_and_is_used():
+    cell = scanrnn.lstm(H, param_dtype=F64)
+    layer = recurrent(cell, learn_initial_carry=True)
+    params = jax.jit(layer.init, static_argnums=1)(jax.random.key(0), I)
+    assert isinstance(params, RecurrentParams)
+    assert_close(params.initial_carry, cell.initial_carry(params.cell))
+    carry = random_carry(cell, params.cell, seed=4)
+    params = RecurrentParams(params.cell, carry)
+    xs = normal((T, I), seed=1)
+    assert_close(layer.apply(params, xs, 4), masked_loop(cell, params.cell, xs, 4, carry=carry)[1])
+    assert_close(layer.initial_carry(params), carry)
+
+    bi = bidirectional(cell, learn_initial_carry=True)
+    bi_params = jax.eval_shape(lambda k: bi.init(k, I), jax.random.key(0))
+    assert jax.tree.map(jnp.shape, bi_params.initial_carry) == LSTMCarry((2, H), (2, H))
+
+
+def test_learned_initial_carry_gradient():
+    cell = scanrnn.gru(H, param_dtype=F64)
+    layer = recurrent(cell, learn_initial_carry=True)  # the hand-written backward pass
+    params = RecurrentParams(random_params(cell, I), random_carry(cell, random_params(cell, I), seed=5))
+    xs, target = normal((T, I), seed=1), normal((T, H), seed=2)
+
+    def layer_loss(p):
+        return jnp.sum(jnp.square(layer.apply(p, xs, 5) - target))
+
+    def plain_loss(cell_params, carry):  # autodiff of a plain unroll started from that carry
+        _, ys = scanrnn.unroll(cell, cell_params, xs, carry, length=5, backward="autodiff")
+        return jnp.sum(jnp.square(ys - target))
+
+    grads = jax.jit(jax.grad(layer_loss))(params)
+    want_cell, want_carry = jax.jit(jax.grad(plain_loss, argnums=(0, 1)))(params.cell, params.initial_carry)
+    assert_close(grads.initial_carry, want_carry, rtol=1e-9)
+    assert_close(grads.cell, want_cell, rtol=1e-9)
+    assert float(jnp.abs(grads.initial_carry.h).max()) > 1e-3
+    # Finite differences along one random direction of the carry.
+    direction_ = random_carry(cell, params.cell, seed=6)
+    eps = 1e-6
+    shifted = lambda s: RecurrentParams(params.cell, jax.tree.map(lambda c, d: c + s * d, params.initial_carry, direction_))
+    value = jax.jit(layer_loss)
+    numeric = (value(shifted(eps)) - value(shifted(-eps))) / (2 * eps)
+    analytic = sum(jnp.vdot(g, d) for g, d in zip(grads.initial_carry, direction_))
+    np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-6)
+
+
+def test_learned_initial_carry_gradient_bidirectional():
+    cell = scanrnn.simple_rnn(H, param_dtype=F64)
+    layer = bidirectional(cell, "concat", return_sequences=False, learn_initial_carry=True)
+    cell_params = stacked(random_params(cell, I, seed=1), random_params(cell, I, seed=2))
+    carry = stacked(random_carry(cell, direction(cell_params, 0), seed=3), random_carry(cell, direction(cell_params, 1), seed=4))
+    params = RecurrentParams(cell_params, carry)
+    xs = normal((T, I), seed=5)
+
+    def layer_loss(c):
+        return jnp.sum(jnp.sin(layer.apply(RecurrentParams(cell_params, c), xs, 4)))
+
+    def plain_loss(c):
+        _, fwd = scanrnn.unroll(cell, direction(cell_params, 0), xs, direction(c, 0), length=4, backward="autodiff")
+        _, bwd = scanrnn.unroll(
+            cell, direction(cell_params, 1), xs, direction(c, 1), length=4, reverse=True, backward="autodiff"
+        )
+        return jnp.sum(jnp.sin(fwd[3])) + jnp.sum(jnp.sin(bwd[0]))
+
+    assert_close(jax.jit(layer_loss)(carry), jax.jit(plain_loss)(carry))
+    assert_close(jax.jit(jax.grad(layer_loss))(carry), jax.jit(jax.grad(plain_loss))(carry), rtol=1e-9)
+    assert_close(layer.initial_carry(params), carry)
+
+
+# --------------------------------------------------------------------------
+# The dropout layer.
+
+
+def test_dropout_identity_without_key_or_rate():
+    xs = normal((T, I), seed=1)
+    assert_close(dropout(0.3).apply((), xs), xs)
+    assert_close(dropout(0.3).apply((), xs[0]), xs[0])
+    assert_close(dropout(0.0).apply((), xs, key=jax.random.key(0)), xs)
+    assert_close(dropout(0.3).apply((), xs, 2, carry=()), (xs, ()))
+
+
+@pytest.mark.parametrize("broadcast_time", [False, True])
+def test_dropout_scaled_mask(broadcast_time):
+    rate = 0.25
+    xs = normal((200, 20), seed=1)
+    key = jax.random.key(3)
+    ys = np.asarray(dropout(rate, broadcast_time=broadcast_time).apply((), xs, key=key))
+    kept = ys != 0
+    # Kept elements are scaled by 1 / (1 - rate), dropped ones are zero.
+    np.testing.assert_allclose(ys[kept], np.asarray(xs)[kept] / (1 - rate), rtol=1e-15)
+    # The mask is the Bernoulli(1 - rate) draw of the key (per element, or per feature).
+    mask = np.asarray(jax.random.bernoulli(key, 1 - rate, (20,) if broadcast_time else (200, 20)))
+    np.testing.assert_array_equal(kept, np.broadcast_to(mask, (200, 20)))
+    if broadcast_time:
+        assert (kept == kept[0]).all()  # constant over the steps
+    else:
+        assert 0.7 < kept.mean() < 0.8 and not (kept == kept[0]).all()
+    # Another key, another mask.
+    other = np.asarray(dropout(rate, broadcast_time=broadcast_time).apply((), xs, key=jax.random.key(4))) != 0
+    assert not (other == kept).all()
+
+
+def test_dropout_in_a_trained_model_changes_with_the_key_only():
+    model = serial(recurrent(scanrnn.gru(H, param_dtype=F64)), dropout(0.5), dense(1, param_dtype=F64))
+    params = random_params(model, I)
+    xs = normal((T, I), seed=1)
+    run = jax.jit(lambda key: model.apply(params, xs, key=key))
+    evaluate = jax.jit(lambda: model.apply(params, xs))
+    a = run(jax.random.key(1))
+    assert_close(run(jax.random.key(1)), a)
+    assert not np.allclose(run(jax.random.key(2)), a)
+    without_dropout = serial(recurrent(scanrnn.gru(H, param_dtype=F64)), dense(1, param_dtype=F64))
+    want = jax.jit(lambda: without_dropout.apply((params[0], params[2]), xs))()
+    assert_close(evaluate(), want)
+
+
+# --------------------------------------------------------------------------
+# Errors name the expected and the given.
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1, 1.5, "0.5", True])
+def test_rates_outside_the_unit_interval(rate):
+    with pytest.raises(ValueError, match="rate must be a float in \\[0, 1\\), got"):
+        dropout(rate)
+    cell = scanrnn.lstm(H)
+    for name in ("dropout", "recurrent_dropout", "zoneout"):
+        with pytest.raises(ValueError, match=f"{name} must be a float in \\[0, 1\\), got {rate!r}"):
+            recurrent(cell, **{name: rate})
+        with pytest.raises(ValueError, match=f"{name} must be a float in \\[0, 1\\), got {rate!r}"):
+            bidirectional(cell, **{name: rate})
+    with pytest.raises(ValueError, match="zoneout must be a float"):
+        recurrent(cell, zoneout=LSTMCarry(h=0.1, c=rate))
+
+
+def test_carry_of_the_wrong_structure():
+    cell = scanrnn.lstm(H, param_dtype=F64)
+    params = random_params(cell, I)
+    xs = normal((T, I), seed=1)
+    h = jnp.zeros((H,), F64)
+    with pytest.raises(ValueError, match=r"recurrent: carry must be .*LSTMCarry.*got .*RNNCarry"):
+        recurrent(cell).apply(params, xs, carry=scanrnn.RNNCarry(h))
+    with pytest.raises(ValueError, match=rf"carry must be .*\({H},\).*got .*\(3,\)"):
+        recurrent(cell).apply(params, xs, carry=LSTMCarry(h, jnp.zeros((3,), F64)))
+    bi_params = stacked(params, params)
+    dense_params = scanrnn.DenseParams(jnp.zeros((2, I), F64), jnp.zeros((2,), F64))
+    with pytest.raises(ValueError, match=rf"bidirectional: carry must be .*\(2, {H}\).*got .*\({H},\)"):
+        bidirectional(cell).apply(bi_params, xs, carry=LSTMCarry(h, h))
+    with pytest.raises(ValueError, match=r"dense: carry must be .*\(\).*got .*LSTMCarry"):
+        dense(2).apply(dense_params, xs, carry=LSTMCarry(h, h))
+    with pytest.raises(ValueError, match="serial of 2 layers expects a carry tuple of 2 entries .*got a tuple of 1"):
+        serial(recurrent(cell), dense(2)).apply((params, dense_params), xs, carry=(LSTMCarry(h, h),))
+    with pytest.raises(ValueError, match="learn_initial_carry=True.*RecurrentParams.*got LSTMParams"):
+        recurrent(cell, learn_initial_carry=True).apply(params, xs)
+    with pytest.raises(ValueError, match="learn_initial_carry=False.*got RecurrentParams"):
+        recurrent(cell).apply(RecurrentParams(params, cell.initial_carry(params)), xs)
+    with pytest.raises(ValueError, match="dropout has no params and expects \\(\\), got DenseParams"):
+        dropout(0.1).apply(dense_params, xs)
+    with pytest.raises(ValueError, match="dropout expects floating inputs, got dtype int"):
+        dropout(0.1).apply((), jnp.ones((T, I), jnp.int32))
