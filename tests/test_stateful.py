@@ -11,9 +11,11 @@ import scanrnn
 from helpers import assert_close, elman, masked_loop, normal, random_carry, random_params
 from scanrnn import LSTMCarry, Layer, bidirectional, causal_conv, dense, recurrent, serial
 from scanrnn.layers import RecurrentParams, dropout
+from scanrnn.train import Batch, batch_initial_carry, batch_loss, make_tbptt_step, make_train_step, mse, predict_batch, stream_batches
 
 H, I, T = 4, 3, 6
 F64 = jnp.float64
+SGD = optax.sgd(1.0)  # new params = params - grads
 
 
 def stacked(tree_a, tree_b):
@@ -351,3 +353,149 @@ def test_carry_of_the_wrong_structure():
         dropout(0.1).apply(dense_params, xs)
     with pytest.raises(ValueError, match="dropout expects floating inputs, got dtype int"):
         dropout(0.1).apply((), jnp.ones((T, I), jnp.int32))
+
+
+# --------------------------------------------------------------------------
+# scanrnn.train: keys per example, truncated BPTT, streams.
+
+
+def test_stream_batches_against_reshaping():
+    tokens = np.arange(3 * 17 + 5) * 10
+    B, K = 3, 4
+    inputs, targets = stream_batches(tokens, B, K)
+    L = (len(tokens) - 1) // B  # 18 steps per stream, 4 chunks of 4
+    streams = tokens[: B * L].reshape(B, L)[:, : (L // K) * K]
+    shifted = tokens[1 : B * L + 1].reshape(B, L)[:, : (L // K) * K]
+    np.testing.assert_array_equal(inputs, streams.reshape(B, L // K, K).transpose(1, 0, 2))
+    np.testing.assert_array_equal(targets, shifted.reshape(B, L // K, K).transpose(1, 0, 2))
+    assert inputs.shape == (4, 3, 4) and inputs.dtype == tokens.dtype
+    # Chunk c + 1 continues chunk c, and the targets are the next tokens.
+    np.testing.assert_array_equal(inputs[1, 2], [2 * L * 10 + 40, 2 * L * 10 + 50, 2 * L * 10 + 60, 2 * L * 10 + 70])
+    np.testing.assert_array_equal(targets[:, :, :-1], inputs[:, :, 1:])
+    np.testing.assert_array_equal(targets[:-1, :, -1], inputs[1:, :, 0])
+    with pytest.raises(ValueError, match="need at least 9 tokens"):
+        stream_batches(np.arange(8), 2, 4)
+    with pytest.raises(ValueError, match="tokens must be a 1-D stream, got shape \\(2, 5\\)"):
+        stream_batches(np.zeros((2, 5)), 1, 2)
+    with pytest.raises(ValueError, match="chunk_size must be a positive int, got 0"):
+        stream_batches(tokens, 2, 0)
+
+
+def tbptt_model():
+    return serial(recurrent(scanrnn.lstm(H, param_dtype=F64), learn_initial_carry=True), dense(1, param_dtype=F64))
+
+
+def test_tbptt_chunks_forward_like_one_pass_and_gradients_truncated():
+    B, K, C = 2, 4, 3  # streams, steps per chunk, chunks
+    model = tbptt_model()
+    params = random_params(model, 1, seed=1)
+    series = np.sin(0.7 * np.arange(B * C * K + 1)) + 0.3 * np.random.default_rng(0).standard_normal(B * C * K + 1)
+    inputs, targets = stream_batches(series, B, K)
+    assert inputs.shape == (C, B, K)
+    x_all = jnp.asarray(inputs.transpose(1, 0, 2).reshape(B, C * K, 1))  # the whole streams [B, C K, 1]
+    y_all = jnp.asarray(targets.transpose(1, 0, 2).reshape(B, C * K, 1))
+    step = make_tbptt_step(model, mse, SGD)
+
+    def chunk_loss(p, c, x, y):  # the chunk alone, from a constant carry
+        pred, _ = predict_batch(model, p, x, carry=c)
+        return jnp.mean(jax.vmap(mse)(pred, y))
+
+    @jax.jit
+    def reference(p, c):
+        """One pass over the whole streams up to chunk c: outputs, carry at its start, gradients."""
+        start = jnp.full((B,), c * K)
+        _, carry = predict_batch(model, p, x_all, start, carry=batch_initial_carry(model, p, B))
+        x = jax.lax.dynamic_slice_in_dim(x_all, c * K, K, axis=1)
+        y = jax.lax.dynamic_slice_in_dim(y_all, c * K, K, axis=1)
+        truncated = jax.grad(chunk_loss)(p, jax.lax.stop_gradient(carry), x, y)
+
+        def full_loss(p):  # the same chunk's loss through the whole prefix (full BPTT)
+            pred = predict_batch(model, p, x_all)
+            pred = jax.lax.dynamic_slice_in_dim(pred, c * K, K, axis=1)
+            return jnp.mean(jax.vmap(mse)(pred, y))
+
+        return full_loss(p), carry, truncated, jax.grad(full_loss)(p)
+
+    carry = batch_initial_carry(model, params, B)
+    for c in range(C):
+        new_params, _, next_carry, metrics = step(params, SGD.init(params), carry, Batch(jnp.asarray(inputs[c, ..., None]), jnp.asarray(targets[c, ..., None])))
+        loss, want_carry, truncated, full = reference(params, c)
+        assert_close(carry, want_carry, rtol=1e-9)  # the handed-over carry is the one-pass carry
+        np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-9)  # and the forward outputs agree
+        grads = jax.tree.map(lambda a, b: a - b, params, new_params)
+        assert_close(grads, truncated, rtol=1e-8, atol=1e-12)
+        if c > 0:  # earlier chunks' steps are cut off from the gradient
+            assert not np.allclose(grads[0].cell.w_hh, full[0].cell.w_hh)
+            assert_close(grads[0].initial_carry, jax.tree.map(jnp.zeros_like, params[0].initial_carry))
+        carry = next_carry
+    final = jax.jit(lambda p: predict_batch(model, p, x_all, carry=batch_initial_carry(model, p, B))[1])(params)
+    assert_close(carry, final, rtol=1e-9)
+
+
+def test_tbptt_without_a_carry_trains_the_learned_initial_carry():
+    model = tbptt_model()
+    params = random_params(model, 1, seed=2)
+    step = make_tbptt_step(model, mse, SGD)
+    x = normal((2, 5, 1), seed=3)
+    y = normal((2, 5, 1), seed=4)
+    new_params, _, carry, metrics = step(params, SGD.init(params), None, Batch(x, y))
+    grads = jax.tree.map(lambda a, b: a - b, params, new_params)
+
+    def loss(p):
+        pred = jax.vmap(lambda x: model.apply(p, x))(x)
+        return jnp.mean(jax.vmap(mse)(pred, y))
+
+    @jax.jit
+    def references(p):
+        final = predict_batch(model, p, x, carry=batch_initial_carry(model, p, 2))[1]
+        return jax.grad(loss)(p), final
+
+    want_grads, want_carry = references(params)
+    assert_close(grads, want_grads, rtol=1e-8, atol=1e-12)
+    assert float(jnp.abs(grads[0].initial_carry.h).max()) > 1e-4
+    assert_close(carry, want_carry)
+
+
+def test_train_step_key_is_split_per_example():
+    model = serial(dropout(0.5), dense(1, param_dtype=F64))
+    params = random_params(model, I)
+    x = jnp.broadcast_to(normal((1, T, I), seed=1), (4, T, I))  # four identical examples
+    y = normal((4, T, 1), seed=2)
+    key = jax.random.key(5)
+
+    @jax.jit
+    def references(params):
+        by_hand = jnp.stack([model.apply(params, x[b], key=k) for b, k in enumerate(jax.random.split(key, 4))])
+        keyed = lambda p: jnp.mean(jax.vmap(mse)(predict_batch(model, p, x, key=key), y))
+        plain = lambda p: batch_loss(model, mse, p, Batch(x, y))
+        return predict_batch(model, params, x, key=key), by_hand, jax.grad(keyed)(params), jax.grad(plain)(params)
+
+    pred, by_hand, keyed_grads, plain_grads = references(params)
+    assert not np.allclose(pred[0], pred[1])  # each example draws its own mask
+    assert_close(pred, by_hand)
+    step = make_train_step(model, mse, SGD)
+    new_params, _, _ = step(params, SGD.init(params), Batch(x, y), key)
+    assert_close(jax.tree.map(lambda a, b: a - b, params, new_params), keyed_grads, rtol=1e-9)
+    new_params, _, _ = step(params, SGD.init(params), Batch(x, y))  # no key: no dropout
+    assert_close(jax.tree.map(lambda a, b: a - b, params, new_params), plain_grads, rtol=1e-9)
+    assert not np.allclose(keyed_grads[1].w, plain_grads[1].w)
+    with pytest.raises(ValueError, match="no initial_carry"):
+        batch_initial_carry(Layer(model.init, model.apply), params, 2)
+
+
+@pytest.mark.usefixtures("standard_dtype_promotion")
+def test_tbptt_lowers_the_loss_on_a_periodic_stream():
+    model = serial(recurrent(scanrnn.lstm(8)), dense(1))
+    params = jax.jit(model.init, static_argnums=1)(jax.random.key(0), 1)
+    series = np.sin(2 * np.pi * np.arange(801) / 12).astype(np.float32)
+    inputs, targets = stream_batches(series, batch_size=4, chunk_size=10)  # [20, 4, 10]
+    optimizer = optax.adam(2e-2)
+    step, opt_state = make_tbptt_step(model, mse, optimizer), optimizer.init(params)
+    epoch_losses = []
+    for _ in range(4):
+        carry, losses = batch_initial_carry(model, params, 4), []
+        for x, y in zip(inputs, targets):
+            params, opt_state, carry, metrics = step(params, opt_state, carry, Batch(x[..., None], y[..., None]))
+            losses.append(float(metrics["loss"]))
+        epoch_losses.append(np.mean(losses))
+    assert epoch_losses[-1] < 0.2 * epoch_losses[0], epoch_losses

@@ -2,12 +2,22 @@
 
 Losses are functions of ONE example, ``loss(pred, target, length=None) ->
 scalar``, like the models; a batch's loss is the mean over its examples. The
-train step is a pure function ``(params, opt_state, batch) -> (params,
-opt_state, metrics)`` built from a model, a loss and any optax optimizer::
+train step is a pure function ``(params, opt_state, batch, key=None) ->
+(params, opt_state, metrics)`` built from a model, a loss and any optax
+optimizer::
 
     step = make_train_step(model, mse, optax.adam(1e-3))
     opt_state = optax.adam(1e-3).init(params)
     params, opt_state, metrics = step(params, opt_state, Batch(x, y))
+    params, opt_state, metrics = step(params, opt_state, Batch(x, y), key)  # with dropout
+
+Truncated BPTT over one long stream hands each chunk's final carry to the
+next (:func:`stream_batches`, :func:`batch_initial_carry`,
+:func:`make_tbptt_step`)::
+
+    step = make_tbptt_step(model, mse, optax.adam(1e-3))
+    carry = batch_initial_carry(model, params, batch_size)
+    params, opt_state, carry, metrics = step(params, opt_state, carry, Batch(x, y))
 """
 
 from __future__ import annotations
@@ -122,20 +132,47 @@ def _check_batch(batch) -> Batch:
     return batch
 
 
-def predict_batch(model: Layer, params, x, length=None):
-    """``model.apply`` over a batch ``x [B, T, I]`` (and ``length [B]``): a ``jax.vmap``."""
-    return jax.vmap(model.apply, in_axes=(None, 0, None if length is None else 0))(params, x, length)
+def predict_batch(model: Layer, params, x, length=None, *, key=None, carry=None):
+    """``model.apply`` over a batch ``x [B, T, I]`` (and ``length [B]``): a ``jax.vmap``.
+
+    Args:
+      key: ``None`` (evaluation) or a PRNG key, split into one key per
+        example (training: each example draws its own dropout masks).
+      carry: ``None``, or the model's carry with a leading batch axis on
+        every leaf (:func:`batch_initial_carry`); then the result is
+        ``(ys, final_carry)``, the final carry batched likewise.
+    """
+    keys = None if key is None else jax.random.split(key, jnp.shape(x)[0])
+
+    def one(x, n, k, c):
+        options = {}
+        if k is not None:
+            options["key"] = k
+        if c is not None:
+            options["carry"] = c
+        return model.apply(params, x, n, **options)
+
+    def axis(a):
+        return None if a is None else 0
+
+    return jax.vmap(one, in_axes=(0, axis(length), axis(keys), axis(carry)))(x, length, keys, carry)
 
 
-def batch_loss(model: Layer, loss: Callable, params, batch: Batch) -> Array:
-    """Mean over the batch of ``loss(model.apply(params, x), y, length)``."""
-    batch = _check_batch(batch)
-    pred = predict_batch(model, params, batch.x, batch.length)
+def _losses(loss: Callable, pred, batch: Batch) -> Array:
+    """``loss`` of every example of the batch, ``[B]``."""
     if batch.length is None:
-        per_example = jax.vmap(loss)(pred, batch.y)
-    else:
-        per_example = jax.vmap(loss)(pred, batch.y, batch.length)
-    return jnp.mean(per_example)
+        return jax.vmap(loss)(pred, batch.y)
+    return jax.vmap(loss)(pred, batch.y, batch.length)
+
+
+def batch_loss(model: Layer, loss: Callable, params, batch: Batch, *, key=None) -> Array:
+    """Mean over the batch of ``loss(model.apply(params, x, key=k), y, length)``.
+
+    ``key`` is ``None`` (evaluation) or a PRNG key split into one per example.
+    """
+    batch = _check_batch(batch)
+    pred = predict_batch(model, params, batch.x, batch.length, key=key)
+    return jnp.mean(_losses(loss, pred, batch))
 
 
 def global_norm(tree) -> Array:
@@ -144,19 +181,139 @@ def global_norm(tree) -> Array:
 
 
 def make_train_step(model: Layer, loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
-    """A jit-compiled pure train step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
+    """A jit-compiled pure train step ``(params, opt_state, batch, key=None) -> (params, opt_state, metrics)``.
 
     ``metrics`` holds the batch ``loss`` (before the update) and the global
-    norm of the gradients, ``grad_norm``.
+    norm of the gradients, ``grad_norm``. A ``key`` is passed to the model
+    (split into one per example): training mode, for dropout; without it
+    the model is called as before, without a key.
     """
 
-    def step(params, opt_state, batch):
-        value, grads = jax.value_and_grad(lambda p: batch_loss(model, loss, p, batch))(params)
+    def step(params, opt_state, batch, key=None):
+        value, grads = jax.value_and_grad(lambda p: batch_loss(model, loss, p, batch, key=key))(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return params, opt_state, {"loss": value, "grad_norm": global_norm(grads)}
 
     return jax.jit(step)
+
+
+# --------------------------------------------------------------------------
+# Truncated backpropagation through time over long streams.
+
+
+def batch_initial_carry(model: Layer, params, batch_size: int):
+    """The model's initial carry (zeros, or the learned one) for ``batch_size`` sequences.
+
+    Every leaf of ``model.initial_carry(params)`` gets a leading axis of
+    ``batch_size``: the ``carry`` that :func:`make_tbptt_step` and
+    :func:`predict_batch` take.
+    """
+    if getattr(model, "initial_carry", None) is None:
+        raise ValueError("the model has no initial_carry (a Layer of the two-function contract); it carries no state")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    carry = model.initial_carry(params)
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (batch_size,) + jnp.shape(a)), carry)
+
+
+def make_tbptt_step(model: Layer, loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """A jit-compiled step of truncated BPTT: ``(params, opt_state, carry, batch, key=None)
+    -> (params, opt_state, carry, metrics)``.
+
+    A long stream is cut into chunks of ``K`` steps (:func:`stream_batches`).
+    Each step runs the model over one chunk ``batch.x [B, K, I]`` starting
+    from ``carry`` (leaves ``[B, ...]``), and takes the gradient of the
+    chunk's mean loss through those ``K`` steps only: the incoming carry is a
+    constant, so no gradient reaches earlier chunks (Williams and Peng 1990;
+    Sutskever 2013's truncated BPTT with ``k1 = k2 = K``). The returned
+    carry is the final carry after ``lax.stop_gradient``, ready to be the
+    next chunk's ``carry``. The forward pass is therefore exactly that of
+    one pass over the whole stream.
+
+    ``carry=None`` starts the streams from the model's initial carry inside
+    the differentiated function, so a learned initial carry
+    (``learn_initial_carry=True``) gets its gradient from the first chunk;
+    :func:`batch_initial_carry` gives the same numbers as a constant.
+    ``key`` is passed to the model, one per example, as in
+    :func:`make_train_step`. ``metrics`` holds ``loss`` and ``grad_norm``.
+
+    Example, a model over a stream of floats::
+
+        inputs, targets = stream_batches(series, batch_size=8, chunk_size=20)
+        step = make_tbptt_step(model, mse, optax.adam(1e-2))
+        opt_state = optax.adam(1e-2).init(params)
+        carry = batch_initial_carry(model, params, 8)
+        for x, y in zip(inputs, targets):               # [8, 20] each
+            params, opt_state, carry, metrics = step(params, opt_state, carry, Batch(x[..., None], y[..., None]))
+    """
+
+    def objective(params, carry, batch, key):
+        batch = _check_batch(batch)
+        if carry is None:
+            carry = batch_initial_carry(model, params, jnp.shape(batch.x)[0])
+        pred, final = predict_batch(model, params, batch.x, batch.length, key=key, carry=carry)
+        return jnp.mean(_losses(loss, pred, batch)), final
+
+    def step(params, opt_state, carry, batch, key=None):
+        (value, final), grads = jax.value_and_grad(objective, has_aux=True)(params, carry, batch, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = {"loss": value, "grad_norm": global_norm(grads)}
+        return params, opt_state, jax.lax.stop_gradient(final), metrics
+
+    return jax.jit(step)
+
+
+def stream_batches(tokens, batch_size: int, chunk_size: int):
+    """Cut one long 1-D stream into ``batch_size`` parallel streams and chunks of them.
+
+    With ``L = (len(tokens) - 1) // batch_size`` the stream ``b`` is
+    ``tokens[b L : b L + L]``, and its targets are the next tokens
+    ``tokens[b L + 1 : b L + L + 1]``. Each is cut into ``num_chunks = L //
+    chunk_size`` chunks (the remainder is dropped)::
+
+        inputs[c, b, t]  = tokens[b L + c K + t]
+        targets[c, b, t] = tokens[b L + c K + t + 1]
+
+    so chunk ``c + 1`` continues every stream of chunk ``c``, and one
+    chunk's final carry is the next one's initial carry
+    (:func:`make_tbptt_step`).
+
+    Args:
+      tokens: a 1-D array (integer tokens or floats).
+      batch_size: ``B``, the number of parallel streams.
+      chunk_size: ``K``, the steps per chunk (the truncation length).
+
+    Returns:
+      ``(inputs, targets)``, NumPy arrays ``[num_chunks, B, K]`` of the
+      tokens' dtype.
+
+    >>> inputs, targets = stream_batches(np.arange(21), batch_size=2, chunk_size=4)
+    >>> inputs[:, 1].tolist(), targets[0, 1].tolist()
+    ([[10, 11, 12, 13], [14, 15, 16, 17]], [11, 12, 13, 14])
+    """
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1:
+        raise ValueError(f"tokens must be a 1-D stream, got shape {tokens.shape}")
+    for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    length = (len(tokens) - 1) // batch_size
+    num_chunks = length // chunk_size
+    if num_chunks == 0:
+        raise ValueError(
+            f"a stream of {len(tokens)} tokens gives {batch_size} streams of {length} steps, fewer than "
+            f"one chunk of {chunk_size}; need at least {batch_size * chunk_size + 1} tokens"
+        )
+    used = num_chunks * chunk_size
+    starts = np.arange(batch_size) * length  # [B]
+
+    def cut(offset):
+        streams = np.stack([tokens[s + offset : s + offset + used] for s in starts])  # [B, used]
+        return streams.reshape(batch_size, num_chunks, chunk_size).swapaxes(0, 1)
+
+    return cut(0), cut(1)
 
 
 def make_eval_step(model: Layer, loss: Callable) -> Callable:
