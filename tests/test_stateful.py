@@ -8,10 +8,10 @@ import optax
 import pytest
 
 import scanrnn
-from helpers import assert_close, elman, masked_loop, normal, random_carry, random_params
+from helpers import assert_close, elman, elman_numpy, masked_loop, normal, random_carry, random_params
 from scanrnn import LSTMCarry, Layer, bidirectional, causal_conv, dense, recurrent, serial
 from scanrnn.layers import RecurrentParams, dropout
-from scanrnn.train import Batch, batch_initial_carry, batch_loss, make_tbptt_step, make_train_step, mse, predict_batch, stream_batches
+from scanrnn.train import Batch, batch_initial_carry, batch_loss, fit, make_tbptt_step, make_train_step, mse, predict_batch, stream_batches
 
 H, I, T = 4, 3, 6
 F64 = jnp.float64
@@ -196,18 +196,18 @@ def test_serial_splits_the_key_and_keeps_user_layers_working():
 
 
 def test_learned_initial_carry_starts_at_zeros_and_is_used():
-    cell = scanrnn.lstm(H, param_dtype=F64)
+    cell = elman(H)  # a user cell, whose carry is a bare array
     layer = recurrent(cell, learn_initial_carry=True)
-    params = jax.jit(layer.init, static_argnums=1)(jax.random.key(0), I)
+    params = layer.init(jax.random.key(0), I)
     assert isinstance(params, RecurrentParams)
-    assert_close(params.initial_carry, cell.initial_carry(params.cell))
-    carry = random_carry(cell, params.cell, seed=4)
+    assert_close(params.initial_carry, jnp.zeros((H,), F64))
+    carry = normal((H,), seed=4)
     params = RecurrentParams(params.cell, carry)
     xs = normal((T, I), seed=1)
-    assert_close(layer.apply(params, xs, 4), masked_loop(cell, params.cell, xs, 4, carry=carry)[1])
+    assert_close(layer.apply(params, xs), elman_numpy(params.cell, xs, carry)[1])
     assert_close(layer.initial_carry(params), carry)
 
-    bi = bidirectional(cell, learn_initial_carry=True)
+    bi = bidirectional(scanrnn.lstm(H), learn_initial_carry=True)
     bi_params = jax.eval_shape(lambda k: bi.init(k, I), jax.random.key(0))
     assert jax.tree.map(jnp.shape, bi_params.initial_carry) == LSTMCarry((2, H), (2, H))
 
@@ -217,6 +217,8 @@ def test_learned_initial_carry_gradient():
     layer = recurrent(cell, learn_initial_carry=True)  # the hand-written backward pass
     params = RecurrentParams(random_params(cell, I), random_carry(cell, random_params(cell, I), seed=5))
     xs, target = normal((T, I), seed=1), normal((T, H), seed=2)
+    direction_ = random_carry(cell, params.cell, seed=6)
+    eps = 1e-6
 
     def layer_loss(p):
         return jnp.sum(jnp.square(layer.apply(p, xs, 5) - target))
@@ -225,17 +227,17 @@ def test_learned_initial_carry_gradient():
         _, ys = scanrnn.unroll(cell, cell_params, xs, carry, length=5, backward="autodiff")
         return jnp.sum(jnp.square(ys - target))
 
-    grads = jax.jit(jax.grad(layer_loss))(params)
-    want_cell, want_carry = jax.jit(jax.grad(plain_loss, argnums=(0, 1)))(params.cell, params.initial_carry)
+    @jax.jit
+    def run(params):
+        shifted = lambda s: RecurrentParams(params.cell, jax.tree.map(lambda c, d: c + s * d, params.initial_carry, direction_))
+        # Central finite difference along one random direction of the carry.
+        numeric = (layer_loss(shifted(eps)) - layer_loss(shifted(-eps))) / (2 * eps)
+        return jax.grad(layer_loss)(params), jax.grad(plain_loss, argnums=(0, 1))(params.cell, params.initial_carry), numeric
+
+    grads, (want_cell, want_carry), numeric = run(params)
     assert_close(grads.initial_carry, want_carry, rtol=1e-9)
     assert_close(grads.cell, want_cell, rtol=1e-9)
     assert float(jnp.abs(grads.initial_carry.h).max()) > 1e-3
-    # Finite differences along one random direction of the carry.
-    direction_ = random_carry(cell, params.cell, seed=6)
-    eps = 1e-6
-    shifted = lambda s: RecurrentParams(params.cell, jax.tree.map(lambda c, d: c + s * d, params.initial_carry, direction_))
-    value = jax.jit(layer_loss)
-    numeric = (value(shifted(eps)) - value(shifted(-eps))) / (2 * eps)
     analytic = sum(jnp.vdot(g, d) for g, d in zip(grads.initial_carry, direction_))
     np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-6)
 
@@ -258,8 +260,9 @@ def test_learned_initial_carry_gradient_bidirectional():
         )
         return jnp.sum(jnp.sin(fwd[3])) + jnp.sum(jnp.sin(bwd[0]))
 
-    assert_close(jax.jit(layer_loss)(carry), jax.jit(plain_loss)(carry))
-    assert_close(jax.jit(jax.grad(layer_loss))(carry), jax.jit(jax.grad(plain_loss))(carry), rtol=1e-9)
+    got, want = jax.jit(lambda c: (jax.value_and_grad(layer_loss)(c), jax.value_and_grad(plain_loss)(c)))(carry)
+    assert_close(got, want, rtol=1e-9)
+    assert float(jnp.abs(got[1].h[1]).max()) > 1e-3  # the backward direction's carry gets a gradient
     assert_close(layer.initial_carry(params), carry)
 
 
@@ -499,3 +502,19 @@ def test_tbptt_lowers_the_loss_on_a_periodic_stream():
             losses.append(float(metrics["loss"]))
         epoch_losses.append(np.mean(losses))
     assert epoch_losses[-1] < 0.2 * epoch_losses[0], epoch_losses
+
+
+def test_fit_passes_one_key_per_step():
+    model = serial(dropout(0.5), dense(1, param_dtype=F64))
+    params = random_params(model, I)
+    x, y = normal((4, T, I), seed=1), normal((4, T, 1), seed=2)
+    key = jax.random.key(4)
+    trained, history = fit(model, params, SGD, mse, Batch(x, y), epochs=2, batch_size=4, key=key)
+    step, p, rng = make_train_step(model, mse, SGD), params, np.random.default_rng(0)  # fit's seed=0
+    for i in range(2):  # one batch per epoch, shuffled as fit shuffles it
+        order = rng.permutation(4)
+        p, _, metrics = step(p, SGD.init(p), Batch(x[order], y[order]), jax.random.fold_in(key, i))
+        np.testing.assert_allclose(history["train_loss"][i], metrics["loss"], rtol=1e-12)
+    assert_close(trained, p)
+    untrained_dropout, _ = fit(model, params, SGD, mse, Batch(x, y), epochs=2, batch_size=4)
+    assert not np.allclose(untrained_dropout[1].w, p[1].w)

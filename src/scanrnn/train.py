@@ -365,6 +365,7 @@ def fit(
     batch_size: int = 32,
     seed: int = 0,
     clip_norm: Optional[float] = None,
+    key: Optional[Array] = None,
     verbose: bool = False,
 ):
     """Train ``params`` with minibatches for ``epochs`` epochs.
@@ -376,6 +377,10 @@ def fit(
 
     Args:
       clip_norm: clip the gradients to this global norm before ``optimizer``.
+      key: ``None`` (the model is called without a key, as in evaluation)
+        or a PRNG key for the model's dropout: train step ``i`` of the run
+        (counted over all epochs) passes ``jax.random.fold_in(key, i)`` to
+        :func:`make_train_step`'s step. Validation is always without a key.
       verbose: print one line per epoch (train loss, validation loss,
         seconds), and a progress bar within the epoch when stdout is a terminal.
 
@@ -409,7 +414,8 @@ def fit(
         losses, sizes = [], []
         for b in range(num_batches):
             index = order[b * batch_size : (b + 1) * batch_size]
-            params, opt_state, metrics = step(params, opt_state, _take(train, index))
+            step_key = None if key is None else jax.random.fold_in(key, (epoch - 1) * num_batches + b)
+            params, opt_state, metrics = step(params, opt_state, _take(train, index), step_key)
             losses.append(metrics["loss"])
             sizes.append(len(index))
             if bar and (b + 1 == num_batches or b % max(1, num_batches // 100) == 0):
