@@ -29,6 +29,15 @@ through the scan keeps every intermediate of the step instead (thirteen
 ``valid`` (a boolean ``[T]`` or ``None``) masks the steps past a sequence's
 length exactly as :func:`scanrnn.unroll` does: an invalid step keeps the carry
 and outputs zeros, so its backward step passes the carry's cotangent through.
+
+Regularisation (:mod:`scanrnn.regularization`) keeps this organisation.
+Recurrent dropout multiplies ``h_{t-1}`` by the one mask ``m [H]`` before the
+product, ``r_t = W_hh (h_{t-1} * m)``, so the error signal in time is
+``dc_{t-1}.h += (W_hh^T dr_t) * m`` and the weight gradient is still one
+product, ``dW_hh = dR^T (H_prev * m)``. Zoneout is part of the elementwise
+step (:func:`scanrnn.cells.core_step`: ``core``, then the blend of the new
+and the old carry), whose derivative the backward step takes as it takes
+``core``'s; the zoneout masks ``[T, ...]`` are scanned with the inputs.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from .cells import core_step
 
 
 def _small(params):
@@ -53,29 +64,39 @@ def _zero_unless(valid, tree):
     return jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), tree)
 
 
-def _forward(core, save, unroll, params, carry, ps, valid):
+def _masked(h, mask):
+    return h if mask is None else h * mask
+
+
+def _forward(core, save, unroll, rates, params, carry, ps, valid, mask, keep):
     w_hh = params.w_hh
     small = _small(params)
 
     def body(c, inputs):
-        p, v = inputs
-        r = w_hh @ c.h
-        new_c, y = core(small, c, p, r)
+        p, v, k = inputs
+        r = w_hh @ _masked(c.h, mask)
+        new_c, y = core_step(core, small, c, p, r, rates if k is None else k)
         saved = {"products": (c, r), "carries": c}.get(save)
         if v is not None:
             new_c = _select(v, new_c, c)
             y = _zero_unless(v, y)
         return new_c, (y, saved)
 
-    return lax.scan(body, carry, (ps, valid), unroll=unroll)
+    return lax.scan(body, carry, (ps, valid, keep), unroll=unroll)
 
 
-def recurrent_scan(core, save, unroll, params, carry, ps, valid):
+def recurrent_scan(core, save, unroll, params, carry, ps, valid, mask=None, keep=None, rates=None):
     """Scan a built-in cell's step over the projected inputs ``ps [T, G]``.
 
     Returns ``(final_carry, ys)``: the same numbers as ``lax.scan`` of the
-    cell's ``step``, with the backward pass described in the module
-    docstring. ``save`` is ``"products"`` or ``"carries"``.
+    cell's ``masked_step`` (``step`` without regularisation), with the
+    backward pass described in the module docstring. ``save`` is
+    ``"products"`` or ``"carries"``. ``mask`` is ``None`` or the recurrent
+    dropout mask ``[H]`` of ``h``; ``keep`` is ``None`` or the zoneout masks,
+    the carry's structure with ``[T, ...]`` boolean leaves; ``rates`` is
+    ``None`` or the zoneout rates of evaluation (a hashable pytree of
+    Python floats with the carry's structure). At most one of ``keep`` and
+    ``rates`` is given.
 
     The pieces: the forward scan runs once, outside autodiff, and keeps what
     the backward scan needs; :func:`_attach` hands its results on and holds
@@ -93,11 +114,13 @@ def recurrent_scan(core, save, unroll, params, carry, ps, valid):
     ``backward="autodiff"``.
     """
     sg = lax.stop_gradient
-    final, (ys, saved) = _forward(core, save, unroll, sg(params), sg(carry), sg(ps), valid)
+    final, (ys, saved) = _forward(core, save, unroll, rates, sg(params), sg(carry), sg(ps), valid, mask, keep)
     hs_prev = saved[0].h if save == "products" else saved.h
+    if mask is not None:
+        hs_prev = hs_prev * mask[None, :]
     product = hs_prev @ params.w_hh.T  # [T, G]
     zero = product - sg(product)
-    return _attach(core, save, unroll, params, carry, ps, zero, valid, final, ys, saved)
+    return _attach(core, save, unroll, rates, params, carry, ps, zero, valid, mask, keep, final, ys, saved)
 
 
 @jax.custom_jvp
@@ -115,18 +138,18 @@ def _first_order_jvp(primals, tangents):
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _attach(core, save, unroll, params, carry, ps, zero, valid, final, ys, saved):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _attach(core, save, unroll, rates, params, carry, ps, zero, valid, mask, keep, final, ys, saved):
     """Return the forward scan's ``(final, ys)``; its VJP is the backward scan."""
     return final, ys
 
 
-def _attach_fwd(core, save, unroll, params, carry, ps, zero, valid, final, ys, saved):
-    return (final, ys), (params, ps, valid, final, ys, saved)
+def _attach_fwd(core, save, unroll, rates, params, carry, ps, zero, valid, mask, keep, final, ys, saved):
+    return (final, ys), (params, ps, valid, mask, keep, final, ys, saved)
 
 
-def _attach_bwd(core, save, unroll, residuals, cotangents):
-    params, ps, valid, final, ys, saved = residuals
+def _attach_bwd(core, save, unroll, rates, residuals, cotangents):
+    params, ps, valid, mask, keep, final, ys, saved = residuals
     params = _first_order(params)  # differentiating this backward pass is an error
     d_final, dys = cotangents
     w_hh = params.w_hh
@@ -134,11 +157,13 @@ def _attach_bwd(core, save, unroll, residuals, cotangents):
 
     def body(acc, inputs):
         dc, d_small = acc
-        s, p, dy, v = inputs
-        c, r = s if save == "products" else (s, w_hh @ s.h)
-        _, pullback = jax.vjp(core, small, c, p, r)
+        s, p, dy, v, k = inputs
+        c, r = s if save == "products" else (s, w_hh @ _masked(s.h, mask))
+        k = rates if k is None else k
+        _, pullback = jax.vjp(lambda sm, c, p, r: core_step(core, sm, c, p, r, k), small, c, p, r)
         ds, dc_prev, dp, dr = pullback((dc, dy))
-        dc_prev = dc_prev._replace(h=dc_prev.h + dr @ w_hh)  # + W_hh^T dr
+        # The error signal in time: + (W_hh^T dr) * m, through the masked product.
+        dc_prev = dc_prev._replace(h=dc_prev.h + _masked(dr @ w_hh, mask))
         if v is not None:
             dc_prev = _select(v, dc_prev, dc)
             dp, dr, ds = _zero_unless(v, (dp, dr, ds))
@@ -147,13 +172,14 @@ def _attach_bwd(core, save, unroll, residuals, cotangents):
 
     d_small0 = jax.tree.map(jnp.zeros_like, small)
     (d_carry, d_small), (dps, drs) = lax.scan(
-        body, (d_final, d_small0), (saved, ps, dys, valid), reverse=True, unroll=unroll
+        body, (d_final, d_small0), (saved, ps, dys, valid, keep), reverse=True, unroll=unroll
     )
     # The matrices' gradients come from the caller's autodiff: dW_hh through
     # ``zero`` (cotangent drs), dW_ih through the projection (cotangent dps).
     d_params = d_small._replace(w_ih=jnp.zeros_like(params.w_ih), w_hh=jnp.zeros_like(w_hh))
-    # None: the forward scan's results were computed outside autodiff.
-    return d_params, d_carry, dps, drs, None, None, None, None
+    # None: the masks are constants, and the forward scan's results were
+    # computed outside autodiff.
+    return d_params, d_carry, dps, drs, None, None, None, None, None, None
 
 
 _attach.defvjp(_attach_fwd, _attach_bwd)

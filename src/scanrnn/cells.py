@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 from jax.nn import initializers
 
+from .regularization import zoneout_blend
+
 Array = jax.Array
 Initializer = Callable[[Array, tuple, Any], Array]
 
@@ -59,7 +61,24 @@ class Cell(NamedTuple):
         ``length`` is ``None`` or an integer scalar; it must equal the scan
         of ``step`` masked as :func:`scanrnn.unroll` masks it. When it is
         set (with ``project``), :func:`scanrnn.unroll` calls it instead of
-        scanning ``step``.
+        scanning ``step``. With zoneout (:mod:`scanrnn.regularization`)
+        :func:`scanrnn.unroll` passes the keyword ``keep``: a pytree with the
+        carry's structure whose leaves are ``[T, ...]`` booleans (training,
+        ``True`` keeps the previous value) or Python floats (evaluation, the
+        rates), to be applied as :func:`scanrnn.regularization.zoneout_blend`
+        applies them step by step.
+      masked_step: optional ``(params, carry, p, mask, keep) -> (carry, y)``,
+        ``step`` with recurrent dropout and zoneout; ``p`` is ``project(params,
+        x)`` (``x`` itself for a cell without ``project``). ``mask`` is
+        ``None`` or a pytree with the carry's structure (an inverted-dropout
+        mask per leaf) that the cell multiplies into the state where it
+        enters a recurrent weight product; ``keep`` is ``None`` or a zoneout
+        pytree as for ``parallel`` but of one step (leaves shaped like the
+        carry's, or floats). With both ``None`` it must equal ``step``. A
+        cell that has no recurrent weights raises a ValueError when given a
+        ``mask``. A cell without ``masked_step`` takes dropout and zoneout
+        (applied to its inputs and its carry by :func:`scanrnn.unroll`, the
+        output left as the cell returns it) but not recurrent dropout.
     """
 
     init: Callable
@@ -68,6 +87,7 @@ class Cell(NamedTuple):
     project: Optional[Callable] = None
     step: Optional[Callable] = None
     parallel: Optional[Callable] = None
+    masked_step: Optional[Callable] = None
 
 
 # --------------------------------------------------------------------------
@@ -227,6 +247,23 @@ def _layer_norm(z: Array, scale: Array, offset: Optional[Array], epsilon: float)
 RECURRENT_CORES: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
 
 
+def core_step(core: Callable, params, carry, p, r, keep=None):
+    """``core(params, carry, p, r)`` followed by zoneout of the carry.
+
+    ``keep`` is ``None``, or a zoneout pytree of the carry's structure
+    (booleans or rates, see :func:`scanrnn.regularization.zoneout_blend`).
+    The output is then the hidden state after zoneout, ``carry.h``: the
+    cores of this module output their hidden state. The hand-written
+    backward pass differentiates this function, so that it and the cells'
+    ``masked_step`` compute one thing.
+    """
+    new, y = core(params, carry, p, r)
+    if keep is None:
+        return new, y
+    new = zoneout_blend(keep, carry, new)
+    return new, new.h
+
+
 def _make_cell(
     name: str,
     hidden_size: int,
@@ -236,7 +273,7 @@ def _make_cell(
     make_params: Callable[[Array, int], NamedTuple],
     project: Callable,
     core: Optional[Callable] = None,
-    step: Optional[Callable] = None,
+    masked_step: Optional[Callable] = None,
 ) -> Cell:
     """Assemble a built-in :class:`Cell` with its shape checks.
 
@@ -244,18 +281,25 @@ def _make_cell(
     maths, where ``r = params.w_hh @ carry.h`` is the one recurrent matrix
     product of a step and ``core`` is everything else (elementwise maths and
     small params); ``core`` must not read ``params.w_ih`` or ``params.w_hh``.
-    ``step`` is ``core`` after that product. This wraps them so that every
-    public function validates what it is given at trace time, and registers
-    ``core`` for the hand-written backward pass of :func:`scanrnn.unroll`.
-    A cell whose step is not of that form passes ``step`` instead of ``core``
+    ``step`` is ``core`` after that product, and ``masked_step`` is ``core``
+    after ``params.w_hh @ (carry.h * mask.h)``, then zoneout
+    (:func:`core_step`). This wraps them so that every public function
+    validates what it is given at trace time, and registers ``core`` for the
+    hand-written backward pass of :func:`scanrnn.unroll`. A cell whose step
+    is not of that form passes ``masked_step(params, carry, p, mask, keep)``
+    instead of ``core`` (its ``step`` is that with ``mask = keep = None``)
     and is differentiated by autodiff through the scan.
     """
-    if (core is None) == (step is None):
-        raise TypeError("_make_cell takes exactly one of core and step")
+    if (core is None) == (masked_step is None):
+        raise TypeError("_make_cell takes exactly one of core and masked_step")
     if core is not None:
 
-        def step(params, carry, p):
-            return core(params, carry, p, params.w_hh @ carry.h)
+        def masked_step(params, carry, p, mask, keep):
+            h = carry.h if mask is None else carry.h * mask.h
+            return core_step(core, params, carry, p, params.w_hh @ h, keep)
+
+    def step(params, carry, p):
+        return masked_step(params, carry, p, None, None)
 
     def check(params):
         _check_params(name, params, params_cls, shapes)
@@ -281,12 +325,17 @@ def _make_cell(
         _check_carry(name, carry, carry_cls, hidden_size)
         return step(params, carry, p)
 
+    def checked_masked_step(params, carry, p, mask, keep):
+        check(params)
+        _check_carry(name, carry, carry_cls, hidden_size)
+        return masked_step(params, carry, p, mask, keep)
+
     def apply(params, carry, x):
         return checked_step(params, carry, checked_project(params, x))
 
     if core is not None:
         RECURRENT_CORES[checked_step] = core
-    return Cell(init, initial_carry, apply, checked_project, checked_step)
+    return Cell(init, initial_carry, apply, checked_project, checked_step, None, checked_masked_step)
 
 
 def _keys(key, n):
@@ -488,20 +537,24 @@ def gru(
         h = (1.0 - z) * n + z * carry.h
         return RNNCarry(h), h
 
-    def cho_step(params, carry, p):
+    def cho_masked_step(params, carry, p, mask, keep):
         # The reset gate acts before the product, so it is two products.
+        # Recurrent dropout masks h in both; z * h_prev stays unmasked.
         h_prev = carry.h
+        h_in = h_prev if mask is None else h_prev * mask.h
         x_r, x_z, x_n = jnp.split(p, 3)
-        h_r, h_z = jnp.split(params.w_hh[: 2 * H] @ h_prev + params.b_hh[: 2 * H], 2)
+        h_r, h_z = jnp.split(params.w_hh[: 2 * H] @ h_in + params.b_hh[: 2 * H], 2)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + params.w_hh[2 * H :] @ (r * h_prev) + params.b_hh[2 * H :])
+        n = jnp.tanh(x_n + params.w_hh[2 * H :] @ (r * h_in) + params.b_hh[2 * H :])
         h = (1.0 - z) * n + z * h_prev
+        if keep is not None:
+            h = zoneout_blend(keep, carry, RNNCarry(h)).h
         return RNNCarry(h), h
 
     if reset_after:
         return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, core=core)
-    return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, step=cho_step)
+    return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, masked_step=cho_masked_step)
 
 
 def layer_norm_rnn(

@@ -24,6 +24,14 @@ and differ in what the feedback is:
 - :func:`narx` (Lin, Horne, Tino and Giles 1996): tapped delay lines of the
   last ``k`` inputs and the last ``k`` outputs.
 
+Regularisation (:mod:`scanrnn.regularization`): recurrent dropout masks
+what is fed back through a learned weight, the state unit ``memory`` of
+:func:`jordan` (before ``U``), the context units of :func:`elman` and the
+output delay line of :func:`narx` (before ``U_1 .. U_k``; its input delay
+line holds inputs, which ``dropout`` masks). Zoneout acts on the carry (the
+state unit, the context units, the delay lines); the output ``y`` is the
+output layer of the step's fresh hidden layer, as without zoneout.
+
 Weights use the ``[out, in]`` layout of :mod:`scanrnn.cells`; input and
 output kernels start Glorot-uniform, feedback kernels orthogonal, biases at
 zero (each replaceable by any ``init(key, shape, dtype)``).
@@ -38,6 +46,7 @@ import jax.numpy as jnp
 
 from . import cells as _cells
 from .cells import Cell, Initializer, glorot_uniform, orthogonal, zeros
+from .regularization import zoneout_blend
 
 Array = jax.Array
 
@@ -117,12 +126,16 @@ def _make_cell(
     carry_shapes: Callable[[int], dict],
     make_params: Callable[[Array, int], NamedTuple],
     project: Callable,
-    step: Callable,
+    masked_step: Callable,
 ) -> Cell:
-    """A :class:`Cell` from the unchecked ``project`` and ``step``, checking what each is given.
+    """A :class:`Cell` from the unchecked ``project`` and ``masked_step``, checking what each is given.
 
     ``shapes(I)`` and ``carry_shapes(I)`` give the params' and the carry's
     field shapes for input size ``I`` (read off ``params.w_ih [H, I]``).
+    ``masked_step(params, carry, p, mask)`` is one step with the recurrent
+    dropout mask (a carry-structured pytree, or ``None``); the cell's
+    ``step`` is it with ``mask=None``, and its ``masked_step`` adds zoneout of
+    the carry (:func:`scanrnn.regularization.zoneout_blend`).
     """
 
     def check(params) -> int:
@@ -145,15 +158,21 @@ def _make_cell(
         _cells._check_x(name, x, params.w_ih)
         return project(params, x)
 
-    def checked_step(params, carry, p):
+    def checked_masked_step(params, carry, p, mask, keep):
         input_size = check(params)
         _check_carry(name, carry, carry_cls, carry_shapes(input_size))
-        return step(params, carry, p)
+        new, y = masked_step(params, carry, p, mask)
+        if keep is not None:
+            new = zoneout_blend(keep, carry, new)
+        return new, y
+
+    def checked_step(params, carry, p):
+        return checked_masked_step(params, carry, p, None, None)
 
     def apply(params, carry, x):
         return checked_step(params, carry, checked_project(params, x))
 
-    return Cell(init, initial_carry, apply, checked_project, checked_step)
+    return Cell(init, initial_carry, apply, checked_project, checked_step, None, checked_masked_step)
 
 
 def _output_layer(params, h):
@@ -234,9 +253,9 @@ def jordan(
     def project(params, x):
         return params.w_ih @ x + params.b
 
-    def step(params, carry, p):
+    def step(params, carry, p, mask):
         mu = carry.memory
-        h = phi(p + params.w_mh @ mu)
+        h = phi(p + params.w_mh @ (mu if mask is None else mu * mask.memory))
         y = _output_layer(params, h)
         return JordanCarry(alpha * mu + y), y
 
@@ -294,8 +313,9 @@ def elman(
     def project(params, x):
         return params.w_ih @ x + params.b
 
-    def step(params, carry, p):
-        h = phi(p + params.w_hh @ carry.context)
+    def step(params, carry, p, mask):
+        context = carry.context if mask is None else carry.context * mask.context
+        h = phi(p + params.w_hh @ context)
         return ElmanCarry(h), _output_layer(params, h)
 
     return _make_cell("elman", ElmanParams, ElmanCarry, shapes, lambda I: {"context": (H,)},
@@ -359,9 +379,10 @@ def narx(
     def project(params, x):
         return params.w_ih @ x + params.b, x
 
-    def step(params, carry, p):
+    def step(params, carry, p, mask):
         current, x = p
-        h = phi(current + params.w_xh @ carry.inputs.reshape(-1) + params.w_yh @ carry.outputs.reshape(-1))
+        outputs = carry.outputs if mask is None else carry.outputs * mask.outputs
+        h = phi(current + params.w_xh @ carry.inputs.reshape(-1) + params.w_yh @ outputs.reshape(-1))
         y = _output_layer(params, h)
         # Shift both delay lines by one step, the newest value first.
         inputs = jnp.concatenate([x[None], carry.inputs[:-1]])

@@ -22,6 +22,16 @@ Both factories take ``mode``:
 The two modes compute the same function (to rounding) and share ``init``,
 ``initial_carry``, ``apply``, ``project`` and ``step``.
 
+Regularisation (:mod:`scanrnn.regularization`): the cells have no recurrent
+weights, so ``recurrent_dropout > 0`` is a ValueError. ``dropout`` masks the
+inputs before the projection. Zoneout stays in the linear recurrence, in
+both modes: a kept unit has ``a_t = 1, b_t = 0`` at that step, which the
+parallel mode evaluates by an associative scan in linear space
+(:func:`linear_scan`; the logarithms of those exact zeros would be
+infinite), and the expectation used without a key has
+``a'_t = r + (1 - r) a_t``, ``b'_t = (1 - r) b_t``, which stays in log space.
+The output is the state after zoneout.
+
 The log-space scan follows the paper's ``parallel_scan_log`` (which takes it
 from Heinsen 2023): with ``log a_t`` and ``log b_t`` computed from the gate
 pre-activations by ``softplus`` (never by ``log`` of a rounded sigmoid), the
@@ -41,6 +51,7 @@ outputs past it are zeros, as :func:`scanrnn.unroll` masks a scan.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -59,6 +70,7 @@ from .cells import (
     glorot_uniform,
     zeros,
 )
+from .regularization import zoneout_blend
 from .unroll import check_length, valid_steps
 
 Array = jax.Array
@@ -107,6 +119,29 @@ def _combine(earlier, later):
     log_a1, log_b1 = earlier
     log_a2, log_b2 = later
     return log_a1 + log_a2, jnp.logaddexp(log_b1 + log_a2, log_b2)
+
+
+def linear_scan(h0: Array, a: Array, b: Array) -> Array:
+    r"""All states of :math:`h_t = a_t \odot h_{t-1} + b_t` by an associative scan in linear space.
+
+    For coefficients in ``[0, 1]`` with exact zeros and ones, as zoneout
+    makes them (``a = 1, b = 0`` where a unit keeps its value), which the
+    log-space scan would turn into infinite logarithms.
+
+    Args:
+      h0: ``[H]``. a, b: ``[T, H]``.
+
+    Returns:
+      ``[T, H]``, the states :math:`h_1 \ldots h_T`.
+    """
+
+    def combine(earlier, later):
+        a1, b1 = earlier
+        a2, b2 = later
+        return a1 * a2, a2 * b1 + b2
+
+    prod, acc = jax.lax.associative_scan(combine, (a, b), axis=0)
+    return prod * h0[None, :] + acc
 
 
 def linear_scan_log(h0: Array, log_a: Array, log_b: Array) -> Array:
@@ -167,18 +202,28 @@ def _make_min_cell(name, hidden_size, mode, params_cls, gates, make_params, step
             what = f"({gates * H},)" if rank == 1 else f"[T, {gates * H}]"
             raise ValueError(f"{name}: the projection must have shape {what} (from project), got {shape}")
 
-    def step(params, carry, p):
+    def masked_step(params, carry, p, mask, keep):
         check(params)
         _check_carry(name, carry, RNNCarry, H)
         check_p(p, 1)
+        if mask is not None:
+            raise ValueError(
+                f"{name} has no recurrent weights (its gates read only the input), so "
+                "recurrent_dropout does not apply to it; use dropout or zoneout"
+            )
         a, b = step_coefficients(p)
         h = a * carry.h + b
+        if keep is not None:
+            h = zoneout_blend(keep, carry, RNNCarry(h)).h
         return RNNCarry(h), h
+
+    def step(params, carry, p):
+        return masked_step(params, carry, p, None, None)
 
     def apply(params, carry, x):
         return step(params, carry, project(params, x))
 
-    def parallel(params, carry, ps, length=None):
+    def parallel(params, carry, ps, length=None, *, keep=None):
         check(params)
         _check_carry(name, carry, RNNCarry, H)
         check_p(ps, 2)
@@ -186,7 +231,20 @@ def _make_min_cell(name, hidden_size, mode, params_cls, gates, make_params, step
         length = check_length(length, num_steps)
         if num_steps == 0:
             return carry, jnp.zeros((0, H), carry.h.dtype)
-        hs = linear_scan_log(carry.h, *log_coefficients(ps))
+        if keep is not None and not isinstance(keep, RNNCarry):
+            raise ValueError(f"{name}: zoneout's keep must be an RNNCarry, got {type(keep).__name__}")
+        if keep is None:
+            hs = linear_scan_log(carry.h, *log_coefficients(ps))
+        elif isinstance(keep.h, float):
+            # Expected zoneout: a' = rate + (1 - rate) a, b' = (1 - rate) b, in log space.
+            rate = keep.h
+            log_a, log_b = log_coefficients(ps)
+            log_keep, log_change = math.log(rate), math.log1p(-rate)
+            hs = linear_scan_log(carry.h, jnp.logaddexp(log_keep, log_change + log_a), log_change + log_b)
+        else:
+            # Sampled zoneout: a kept unit has a = 1, b = 0 at that step.
+            a, b = step_coefficients(ps)
+            hs = linear_scan(carry.h, jnp.where(keep.h, jnp.ones_like(a), a), jnp.where(keep.h, jnp.zeros_like(b), b))
         if length is None:
             return RNNCarry(hs[-1]), hs
         # States past `length` are computed and discarded, as the masked scan
@@ -196,7 +254,7 @@ def _make_min_cell(name, hidden_size, mode, params_cls, gates, make_params, step
         last = jax.lax.dynamic_index_in_dim(hs, jnp.maximum(length - 1, 0), axis=0, keepdims=False)
         return RNNCarry(jnp.where(length > 0, last, carry.h)), ys
 
-    return Cell(init, initial_carry, apply, project, step, parallel if mode == "parallel" else None)
+    return Cell(init, initial_carry, apply, project, step, parallel if mode == "parallel" else None, masked_step)
 
 
 def _glorot_and_zeros(params_cls, rows, kernel_init, bias_init, param_dtype):

@@ -23,6 +23,7 @@ from jax import lax
 
 from scanrnn._fast_bptt import recurrent_scan
 from scanrnn.cells import RECURRENT_CORES
+from scanrnn.regularization import check_rate, sample_masks, zoneout_blend, zoneout_rates
 
 Array = jax.Array
 
@@ -102,7 +103,10 @@ def flip_valid(xs, length) -> Array:
 
 
 def _check_carry(cell, params, carry) -> None:
-    expected = jax.eval_shape(cell.initial_carry, params)
+    _check_carry_like(jax.eval_shape(cell.initial_carry, params), carry)
+
+
+def _check_carry_like(expected, carry) -> None:
     exp_leaves, exp_tree = jax.tree.flatten(expected)
     leaves, tree = jax.tree.flatten(carry)
     if tree != exp_tree:
@@ -145,10 +149,17 @@ def _registered_core(step):
         return None
 
 
-def _scan_steps(cell, params, carry, xs, valid, *, remat, backward, unroll):
-    """Project and scan ``xs [n, I]``; ``valid`` is a boolean ``[n]`` or ``None``."""
+def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll, mask, rates):
+    """Project and scan ``xs [n, I]``; ``valid`` is a boolean ``[n]`` or ``None``.
+
+    ``mask`` (recurrent dropout), ``keep`` (zoneout masks ``[n, ...]`` per
+    carry leaf) and ``rates`` (zoneout's expectation) are ``None`` or as
+    :func:`_unroll_sequence` describes them.
+    """
     project = getattr(cell, "project", None)
     step = getattr(cell, "step", None)
+    masked_step = getattr(cell, "masked_step", None)
+    regularised = mask is not None or keep is not None or rates is not None
     if project is None or step is None:
         inputs, body = xs, cell.apply
     else:
@@ -158,11 +169,20 @@ def _scan_steps(cell, params, carry, xs, valid, *, remat, backward, unroll):
         core = _registered_core(step) if backward == "auto" else None
         if core is not None:
             save = "carries" if remat == "step" else "products"
-            return recurrent_scan(core, save, unroll, params, carry, inputs, valid)
+            h_mask = None if mask is None else mask.h
+            return recurrent_scan(core, save, unroll, params, carry, inputs, valid, h_mask, keep, rates)
+
+    def cell_step(c, x, k):
+        if regularised and masked_step is not None:
+            return masked_step(params, c, x, mask, k)
+        new_c, y = body(params, c, x)
+        if k is not None:  # a cell that does not declare masked_step: zoneout of its carry
+            new_c = zoneout_blend(k, c, new_c)
+        return new_c, y
 
     def scan_body(c, inp):
-        x, v = inp
-        new_c, y = body(params, c, x)
+        x, v, k = inp
+        new_c, y = cell_step(c, x, rates if k is None else k)
         if v is None:
             return new_c, y
         c = jax.tree.map(lambda new, old: jnp.where(v, new, old), new_c, c)
@@ -171,10 +191,10 @@ def _scan_steps(cell, params, carry, xs, valid, *, remat, backward, unroll):
 
     if remat == "step":
         scan_body = jax.checkpoint(scan_body)
-    return lax.scan(scan_body, carry, (inputs, valid), unroll=unroll)
+    return lax.scan(scan_body, carry, (inputs, valid, keep), unroll=unroll)
 
 
-def _scan_segments(cell, params, carry, xs, valid, *, backward, unroll):
+def _scan_segments(cell, params, carry, xs, valid, keep, *, backward, unroll, mask, rates):
     """``remat="sqrt"``: segments of about sqrt(T) steps, each recomputed in the backward pass."""
     num_steps = xs.shape[0]
     size = max(1, math.isqrt(num_steps - 1) + 1) if num_steps > 1 else 1  # ceil(sqrt(T))
@@ -182,20 +202,117 @@ def _scan_segments(cell, params, carry, xs, valid, *, backward, unroll):
     pad = count * size - num_steps
     if valid is None and pad:
         valid = jnp.ones((num_steps,), bool)
-    if pad:
-        xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
-        valid = jnp.concatenate([valid, jnp.zeros((pad,), bool)])
-    xs = xs.reshape((count, size) + xs.shape[1:])
-    if valid is not None:
-        valid = valid.reshape(count, size)
+
+    def segments(a):  # [T, ...] -> [count, size, ...], padded at the end
+        if pad:
+            a = jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
+        return a.reshape((count, size) + a.shape[1:])
+
+    xs, valid, keep = jax.tree.map(segments, (xs, valid, keep))
 
     @jax.checkpoint
     def segment(c, inp):
-        x, v = inp
-        return _scan_steps(cell, params, c, x, v, remat="none", backward=backward, unroll=unroll)
+        x, v, k = inp
+        return _scan_steps(
+            cell, params, c, x, v, k, remat="none", backward=backward, unroll=unroll, mask=mask, rates=rates
+        )
 
-    carry, ys = lax.scan(segment, carry, (xs, valid))
+    carry, ys = lax.scan(segment, carry, (xs, valid, keep))
     ys = jax.tree.map(lambda y: y.reshape((count * size,) + y.shape[2:])[:num_steps], ys)
+    return carry, ys
+
+
+def check_regularization(cell, params, xs, carry, dropout, recurrent_dropout, zoneout, key):
+    """Check the rates and sample the masks of one sequence.
+
+    Returns ``(input_mask, recurrent_mask, keep, rates)``: the masks of
+    :func:`scanrnn.regularization.sample_masks` when ``key`` is given (the
+    zoneout masks as ``keep``, ``rates`` ``None``), and without a key no
+    masks and the zoneout rates (``None`` when they are all 0). Raises a
+    ValueError for a rate outside ``[0, 1)``, a zoneout pytree of the wrong
+    structure, or recurrent dropout on a cell that cannot take it.
+    """
+    dropout = check_rate("dropout", dropout)
+    recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
+    rates = zoneout_rates(zoneout, carry)
+    if recurrent_dropout > 0:
+        _check_recurrent_dropout(cell, params, xs, carry)
+    if key is None:
+        return None, None, None, rates
+    if dropout == 0 and recurrent_dropout == 0 and rates is None:
+        return None, None, None, None
+    masks = sample_masks(key, xs, carry, dropout=dropout, recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+    return masks.inputs, masks.recurrent, masks.zoneout, None
+
+
+def _check_recurrent_dropout(cell, params, xs, carry) -> None:
+    """Raise a ValueError unless ``cell.masked_step`` takes a recurrent mask (traced abstractly)."""
+    masked_step = getattr(cell, "masked_step", None)
+    if masked_step is None:
+        raise ValueError(
+            "recurrent_dropout > 0 needs a cell that declares where its state enters a recurrent "
+            "weight product (Cell.masked_step); this cell has no masked_step. Use dropout or zoneout, "
+            "or give the cell a masked_step"
+        )
+    project = getattr(cell, "project", None)
+
+    def probe(params, carry, x):
+        p = x if project is None else project(params, x)
+        return masked_step(params, carry, p, jax.tree.map(jnp.ones_like, carry), None)
+
+    jax.eval_shape(probe, params, carry, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
+
+
+def _unroll_sequence(cell, params, xs, carry, length, reverse, unroll, remat, backward, reg):
+    """:func:`unroll` after its checks, with ``reg = (input_mask, recurrent_mask, keep, rates)``.
+
+    ``input_mask [I]`` multiplies every step's input; ``recurrent_mask`` is
+    the carry-structured mask of ``cell.masked_step``; ``keep`` the zoneout
+    masks ``[T, ...]`` per carry leaf, row ``t`` for the step that reads
+    ``xs[t]``; ``rates`` the zoneout rates of evaluation. Each may be ``None``.
+    """
+    input_mask, mask, keep, rates = reg
+    num_steps = xs.shape[0]
+    if input_mask is not None:
+        xs = xs * input_mask[None, :]
+
+    project = getattr(cell, "project", None)
+    parallel = getattr(cell, "parallel", None)
+    if project is not None and parallel is not None and mask is None:
+        # The whole sequence at once; reversal is a flip of the valid part.
+        n = length if length is not None else jnp.asarray(num_steps)
+        if reverse:
+            xs, keep = jax.tree.map(lambda a: flip_valid(a, n), (xs, keep))
+        inputs = jax.vmap(project, in_axes=(None, 0))(params, xs)
+        zone = rates if keep is None else keep
+        if zone is None:
+            carry, ys = parallel(params, carry, inputs, length)
+        else:
+            carry, ys = parallel(params, carry, inputs, length, keep=zone)
+        if reverse:
+            ys = jax.tree.map(lambda y: flip_valid(y, n), ys)
+        return carry, ys
+
+    if length is None:
+        valid = None
+        if reverse:
+            xs, keep = jax.tree.map(lambda a: jnp.flip(a, axis=0), (xs, keep))
+    else:
+        valid = valid_steps(num_steps, length)
+        if reverse:
+            xs, keep = jax.tree.map(lambda a: flip_valid(a, length), (xs, keep))
+
+    options = dict(backward=backward, unroll=unroll, mask=mask, rates=rates)
+    if remat == "sqrt":
+        carry, ys = _scan_segments(cell, params, carry, xs, valid, keep, **options)
+    else:
+        carry, ys = _scan_steps(cell, params, carry, xs, valid, keep, remat=remat, **options)
+
+    if reverse:
+        if length is None:
+            ys = jax.tree.map(lambda y: jnp.flip(y, axis=0), ys)
+        else:
+            ys = jax.tree.map(lambda y: flip_valid(y, length), ys)
     return carry, ys
 
 
@@ -210,6 +327,10 @@ def unroll(
     unroll: int = 1,
     remat: str = "none",
     backward: str = "auto",
+    dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    zoneout: Any = 0.0,
+    key=None,
 ):
     """Run ``cell`` over one sequence with :func:`jax.lax.scan`.
 
@@ -239,7 +360,24 @@ def unroll(
         weight gradients are one matrix product over all steps (see
         ``scanrnn._fast_bptt``), and other cells by autodiff through the
         scan; ``"autodiff"`` uses autodiff for every cell. Both give the same
-        numbers up to rounding.
+        numbers up to rounding, with or without the regularisation below.
+      dropout: rate of inverted dropout of the input features, one mask
+        ``[I]`` for the whole sequence (Gal and Ghahramani 2016).
+      recurrent_dropout: rate of inverted dropout of the state where it
+        enters a recurrent weight product, one mask for the whole sequence;
+        the cell must declare where (``Cell.masked_step``): all the built-in
+        cells but :func:`scanrnn.min_gru` and :func:`scanrnn.min_lstm`,
+        which have no recurrent weights, do.
+      zoneout: the probability that a carry unit keeps its previous value at
+        a step (Krueger et al. 2016); a float for every carry leaf, or a
+        pytree with the carry's structure, such as ``LSTMCarry(h=0.05,
+        c=0.5)``. The built-in cells of :mod:`scanrnn.cells` and
+        :mod:`scanrnn.minimal` output their hidden state after zoneout.
+      key: ``None`` (evaluation: no dropout, and zoneout by its expectation
+        ``rate * old + (1 - rate) * new``) or a PRNG key (training: masks
+        drawn as :func:`scanrnn.regularization.sample_masks` draws them).
+        Every rate is a float in ``[0, 1)``; rates of 0 give exactly the
+        unregularised result, with or without a key.
 
     Returns:
       ``(final_carry, ys)``, ``ys`` with a leading axis of size ``T``.
@@ -261,48 +399,28 @@ def unroll(
     if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
         raise ValueError(f"unroll must be a positive int, got {unroll!r}")
     xs, carry, length = prepare_sequence(cell, params, xs, carry, length)
-    num_steps = xs.shape[0]
-
-    project = getattr(cell, "project", None)
-    parallel = getattr(cell, "parallel", None)
-    if project is not None and parallel is not None:
-        # The whole sequence at once; reversal is a flip of the valid part.
-        n = length if length is not None else jnp.asarray(num_steps)
-        if reverse:
-            xs = flip_valid(xs, n)
-        inputs = jax.vmap(project, in_axes=(None, 0))(params, xs)
-        carry, ys = parallel(params, carry, inputs, length)
-        if reverse:
-            ys = jax.tree.map(lambda y: flip_valid(y, n), ys)
-        return carry, ys
-
-    if length is None:
-        valid = None
-        if reverse:
-            xs = jnp.flip(xs, axis=0)
-    else:
-        valid = valid_steps(num_steps, length)
-        if reverse:
-            xs = flip_valid(xs, length)
-
-    if remat == "sqrt":
-        carry, ys = _scan_segments(cell, params, carry, xs, valid, backward=backward, unroll=unroll)
-    else:
-        carry, ys = _scan_steps(cell, params, carry, xs, valid, remat=remat, backward=backward, unroll=unroll)
-
-    if reverse:
-        if length is None:
-            ys = jax.tree.map(lambda y: jnp.flip(y, axis=0), ys)
-        else:
-            ys = jax.tree.map(lambda y: flip_valid(y, length), ys)
-    return carry, ys
+    reg = check_regularization(cell, params, xs, carry, dropout, recurrent_dropout, zoneout, key)
+    return _unroll_sequence(cell, params, xs, carry, length, reverse, unroll, remat, backward, reg)
 
 
 _unroll = unroll  # the name `unroll` is shadowed by the scan argument below
 
 
 def unroll_batch(
-    cell, params, xs, carry=None, *, length=None, reverse=False, unroll=1, remat="none", backward="auto"
+    cell,
+    params,
+    xs,
+    carry=None,
+    *,
+    length=None,
+    reverse=False,
+    unroll=1,
+    remat="none",
+    backward="auto",
+    dropout=0.0,
+    recurrent_dropout=0.0,
+    zoneout=0.0,
+    key=None,
 ):
     """:func:`unroll` over a batch, the batch axis first: ``jax.vmap`` of it.
 
@@ -310,6 +428,9 @@ def unroll_batch(
       xs: ``[B, T, input_size]``.
       carry: ``None`` (zeros) or a carry whose leaves have a leading ``B`` axis.
       length: ``None`` or an integer array of shape ``[B]``.
+      dropout, recurrent_dropout, zoneout: as for :func:`unroll`.
+      key: ``None`` or ONE PRNG key; example ``b`` gets
+        ``jax.random.split(key, B)[b]``, so every example has its own masks.
 
     Returns:
       ``(final_carry, ys)`` with a leading batch axis on every leaf. It equals
@@ -319,19 +440,34 @@ def unroll_batch(
     if xs.ndim != 3:
         raise ValueError(f"xs must have shape [B, T, input_size], got shape {xs.shape}")
     length = check_lengths(length, xs.shape[0], xs.shape[1])
+    keys = None if key is None else jax.random.split(key, xs.shape[0])
 
-    def one(x, c, n):
+    def one(x, c, n, k):
         return _unroll(
-            cell, params, x, c, length=n, reverse=reverse, unroll=unroll, remat=remat, backward=backward
+            cell, params, x, c, length=n, reverse=reverse, unroll=unroll, remat=remat, backward=backward,
+            dropout=dropout, recurrent_dropout=recurrent_dropout, zoneout=zoneout, key=k,
         )
 
-    return jax.vmap(one, in_axes=(0, None if carry is None else 0, None if length is None else 0))(
-        xs, carry, length
-    )
+    def axis(a):
+        return None if a is None else 0
+
+    return jax.vmap(one, in_axes=(0, axis(carry), axis(length), axis(keys)))(xs, carry, length, keys)
 
 
 def unroll_bidirectional(
-    cell, params, xs, carry=None, *, length=None, unroll=1, remat="none", backward="auto"
+    cell,
+    params,
+    xs,
+    carry=None,
+    *,
+    length=None,
+    unroll=1,
+    remat="none",
+    backward="auto",
+    dropout=0.0,
+    recurrent_dropout=0.0,
+    zoneout=0.0,
+    key=None,
 ):
     """Both directions of a bidirectional layer in ONE scan.
 
@@ -345,14 +481,18 @@ def unroll_bidirectional(
       xs: ``[T, input_size]``.
       carry: ``None`` or initial carries with a leading direction axis of size 2.
       length: optional integer scalar, the valid prefix.
-      unroll, remat, backward: as for :func:`unroll`.
+      unroll, remat, backward, dropout, recurrent_dropout, zoneout: as for
+        :func:`unroll`; each direction has its own masks.
+      key: ``None`` or ONE PRNG key (of one sequence: under ``jax.vmap`` pass
+        one per example); ``k_forward, k_backward = jax.random.split(key)``.
 
     Returns:
       ``(final_carries, ys)``, each leaf with a leading direction axis of 2
       (forward first); ``ys[1]`` is in the original time order, so ``ys[1][0]``
       is the backward direction's output after reading the whole sequence.
-      It equals ``unroll`` of the forward params and ``unroll(..., reverse=True)``
-      of the backward params.
+      It equals ``unroll`` of the forward params (with ``key=k_forward``) and
+      ``unroll(..., reverse=True)`` of the backward params (with
+      ``key=k_backward``).
     """
     xs = check_sequence(xs)
     length = check_length(length, xs.shape[0])
@@ -369,14 +509,29 @@ def unroll_bidirectional(
             "bidirectional params must be the cell's params stacked on a leading direction axis "
             f"of size 2 (jax.vmap of cell.init); one direction's slice is not: {error}"
         ) from error
+    check_unroll_options(remat, backward)
+    if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
+        raise ValueError(f"unroll must be a positive int, got {unroll!r}")
     n = jnp.asarray(xs.shape[0]) if length is None else length
     both = jnp.stack([xs, flip_valid(xs, n)])  # [2, T, I]: forward, backward order
     if carry is None:
         carry = jax.vmap(cell.initial_carry)(params)
+    else:
+        _check_carry_like(jax.eval_shape(jax.vmap(cell.initial_carry), params), carry)
+    one_params, one_carry = jax.tree.map(lambda a: a[0], (params, carry))
+    _, _, _, rates = check_regularization(cell, one_params, xs, one_carry, dropout, recurrent_dropout, zoneout, None)
+    masks = (None, None, None)
+    if key is not None and (dropout > 0 or recurrent_dropout > 0 or rates is not None):
+        # One key per direction. The backward direction's zoneout rows follow
+        # its steps, which read the valid part reversed.
+        options = dict(dropout=dropout, recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+        drawn = jax.vmap(lambda k: sample_masks(k, xs, one_carry, **options))(jax.random.split(key))
+        keep = jax.tree.map(lambda k: jnp.stack([k[0], flip_valid(k[1], n)]), drawn.zoneout)
+        masks, rates = (drawn.inputs, drawn.recurrent, keep), None
 
-    def one_direction(p, x, c):
-        return _unroll(cell, p, x, c, length=length, unroll=unroll, remat=remat, backward=backward)
+    def one_direction(p, x, c, m):
+        return _unroll_sequence(cell, p, x, c, length, False, unroll, remat, backward, (*m, rates))
 
-    carries, ys = jax.vmap(one_direction)(params, both, carry)
+    carries, ys = jax.vmap(one_direction)(params, both, carry, masks)
     ys = jax.tree.map(lambda y: jnp.stack([y[0], flip_valid(y[1], n)]), ys)
     return carries, ys

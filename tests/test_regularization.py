@@ -1,0 +1,255 @@
+"""Dropout, recurrent dropout and zoneout in ``unroll`` (scanrnn.regularization).
+
+Reference: a Python loop over ``cell.apply`` with the masks of
+``sample_masks`` applied by hand: the inputs multiplied by the input mask,
+the recurrent weight's columns scaled by the recurrent mask (``W (h * m) =
+(W diag(m)) h``), and the carry blended with the zoneout masks after each
+step (or by the expectation formula without a key).
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scanrnn
+from helpers import assert_close, elman as user_elman, normal, random_carry, random_params
+from scanrnn import LSTMCarry, RNNCarry, unroll, unroll_batch, unroll_bidirectional
+from scanrnn.regularization import sample_masks
+
+H, I, O, T = 4, 5, 2, 4
+F64 = jnp.float64
+RATES = dict(dropout=0.3, recurrent_dropout=0.4)
+
+# (id, factory, (recurrent weight, masked carry field) or None, output is the state)
+CELLS = [
+    ("simple_rnn", lambda: scanrnn.simple_rnn(H, param_dtype=F64), ("w_hh", "h"), True),
+    ("lstm", lambda: scanrnn.lstm(H, param_dtype=F64), ("w_hh", "h"), True),
+    ("lstm-peephole", lambda: scanrnn.lstm(H, peephole=True, param_dtype=F64), ("w_hh", "h"), True),
+    ("gru-reset_after", lambda: scanrnn.gru(H, param_dtype=F64), ("w_hh", "h"), True),
+    ("gru-cho", lambda: scanrnn.gru(H, reset_after=False, param_dtype=F64), ("w_hh", "h"), True),
+    ("layer_norm_rnn", lambda: scanrnn.layer_norm_rnn(H, param_dtype=F64), ("w_hh", "h"), True),
+    ("layer_norm_lstm", lambda: scanrnn.layer_norm_lstm(H, param_dtype=F64), ("w_hh", "h"), True),
+    ("jordan", lambda: scanrnn.jordan(H, O, param_dtype=F64), ("w_mh", "memory"), False),
+    ("elman", lambda: scanrnn.elman(H, O, param_dtype=F64), ("w_hh", "context"), False),
+    ("narx", lambda: scanrnn.narx(H, O, k=2, param_dtype=F64), ("w_yh", "outputs"), False),
+    ("min_gru-parallel", lambda: scanrnn.min_gru(H, param_dtype=F64), None, True),
+    ("min_gru-sequential", lambda: scanrnn.min_gru(H, mode="sequential", param_dtype=F64), None, True),
+    ("min_lstm-parallel", lambda: scanrnn.min_lstm(H, param_dtype=F64), None, True),
+    ("min_lstm-sequential", lambda: scanrnn.min_lstm(H, mode="sequential", param_dtype=F64), None, True),
+]
+
+
+def setup(factory):
+    cell = factory()
+    params = random_params(cell, I, seed=1)
+    carry = random_carry(cell, params, seed=2)
+    return cell, params, carry, normal((T, I), seed=3)
+
+
+def zoneout_for(carry):
+    return LSTMCarry(h=0.3, c=0.5) if isinstance(carry, LSTMCarry) else 0.3
+
+
+def reference(cell, params, xs, carry, masks, *, recurrent, output_is_state, rates=None):
+    """The loop of ``cell.apply`` with ``masks`` (or zoneout ``rates``) applied by hand."""
+    if masks.inputs is not None:
+        xs = xs * masks.inputs[None, :]
+    if masks.recurrent is not None:
+        weight, field = recurrent
+        m = getattr(masks.recurrent, field).reshape(-1)
+        params = params._replace(**{weight: getattr(params, weight) * m[None, :]})
+    ys = []
+    for t, x in enumerate(xs):
+        new, y = cell.apply(params, carry, x)
+        if masks.zoneout is not None:
+            new = jax.tree.map(lambda k, old, n: jnp.where(k[t], old, n), masks.zoneout, carry, new)
+        elif rates is not None:
+            new = jax.tree.map(lambda r, old, n: r * old + (1.0 - r) * n, rates, carry, new)
+        if output_is_state and (masks.zoneout is not None or rates is not None):
+            y = new.h
+        carry = new
+        ys.append(y)
+    return carry, jnp.stack(ys)
+
+
+def loss(run, params, xs, carry):
+    final, ys = run(params, xs, carry)
+    weights = jnp.linspace(0.5, 1.5, ys.size, dtype=ys.dtype).reshape(ys.shape)
+    return jnp.sum(jnp.sin(ys) * weights) + sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(final))
+
+
+def value_and_grads(run, params, xs, carry):
+    return jax.value_and_grad(partial(loss, run), argnums=(0, 1, 2))(params, xs, carry)
+
+
+# One cell of each kind of step: registered cores (the hand-written backward
+# pass; the other registered cores differ from these only in their core), a
+# hand-written masked step, the classic cells and the min cells in both
+# modes. Gradients are compared where they are not autodiff of the forward
+# pass alone: the hand-written backward pass, and zoneout folded into the
+# parallel scan of a min cell.
+REFERENCE_CASES = ("lstm-peephole", "gru-reset_after", "gru-cho", "layer_norm_lstm", "jordan", "elman", "narx",
+                   "min_gru-parallel", "min_lstm-sequential")
+GRADIENT_CASES = ("lstm-peephole", "min_gru-parallel")
+
+
+@pytest.mark.parametrize("case_id,factory,recurrent,output_is_state", [c for c in CELLS if c[0] in REFERENCE_CASES],
+                         ids=REFERENCE_CASES)
+def test_matches_reference_loop(case_id, factory, recurrent, output_is_state):
+    """Training: outputs and final carry (and for some cells gradients) equal the hand-masked loop.
+
+    Not jitted: the masks' random draws are then compiled once per shape for
+    the whole file, and only the scans compile per cell.
+    """
+    cell, params, carry, xs = setup(factory)
+    key = jax.random.key(12)  # a key whose masks all have kept and dropped units
+    rates = dict(dropout=0.3, recurrent_dropout=0.0 if recurrent is None else 0.4, zoneout=zoneout_for(carry))
+    masks = sample_masks(key, xs, carry, **rates)
+    # The masks are not trivial, so the test can fail.
+    for m in [masks.inputs] + jax.tree.leaves((masks.recurrent, masks.zoneout)):
+        assert 0 < np.count_nonzero(np.asarray(m)) < np.size(m)
+
+    def run_reference(params, xs, carry):
+        return reference(cell, params, xs, carry, masks, recurrent=recurrent, output_is_state=output_is_state)
+
+    def run_unroll(params, xs, carry):
+        return unroll(cell, params, xs, carry, **rates, key=key)
+
+    assert_close(run_unroll(params, xs, carry), run_reference(params, xs, carry), rtol=1e-10, atol=1e-12)
+    if case_id in GRADIENT_CASES:
+        got = value_and_grads(run_unroll, params, xs, carry)
+        assert_close(got, value_and_grads(run_reference, params, xs, carry), rtol=1e-9, atol=1e-11)
+
+
+def test_user_cell_dropout_and_zoneout():
+    """A cell with only ``apply`` takes dropout and zoneout (of its carry; its output unchanged)."""
+    cell = user_elman(H)
+    params = cell.init(jax.random.key(0), I)
+    xs, carry, key = normal((T, I), seed=3), normal((H,), seed=4), jax.random.key(5)
+    masks = sample_masks(key, xs, carry, dropout=0.3, zoneout=0.4)
+    got = unroll(cell, params, xs, carry, dropout=0.3, zoneout=0.4, key=key)
+    assert_close(got, reference(cell, params, xs, carry, masks, recurrent=None, output_is_state=False))
+    # Without a key: the expectation of zoneout, no dropout.
+    got = unroll(cell, params, xs, carry, dropout=0.3, zoneout=0.4)
+    no_masks = masks._replace(inputs=None, zoneout=None)
+    assert_close(got, reference(cell, params, xs, carry, no_masks, recurrent=None, output_is_state=False, rates=0.4))
+
+
+def test_zero_rates_are_exactly_plain_unroll():
+    """Rates of 0, with or without a key, trace exactly the program of the plain unroll."""
+    for factory in (CELLS[2][1], CELLS[10][1]):  # lstm-peephole (fast path), min_gru (parallel)
+        cell, params, carry, xs = setup(factory)
+        plain = str(jax.make_jaxpr(partial(unroll, cell))(params, xs, carry))
+        zero = jax.tree.map(lambda _: 0.0, carry)
+        for key in (None, jax.random.key(3)):
+            for zoneout in (0.0, zero):
+                run = partial(unroll, cell, dropout=0.0, recurrent_dropout=0.0, zoneout=zoneout, key=key)
+                assert str(jax.make_jaxpr(run)(params, xs, carry)) == plain
+    # With a rate the program is another one (so the comparison above can fail).
+    assert str(jax.make_jaxpr(partial(unroll, cell, zoneout=0.1))(params, xs, carry)) != plain
+
+
+@pytest.mark.parametrize("case_id,factory,recurrent,output_is_state", [CELLS[2], CELLS[4], CELLS[12]],
+                         ids=["lstm-peephole", "gru-cho", "min_lstm-parallel"])
+def test_evaluation_is_deterministic_expectation(case_id, factory, recurrent, output_is_state):
+    """Without a key dropout is off (the plain program) and zoneout is ``rate * old + (1 - rate) * new``."""
+    cell, params, carry, xs = setup(factory)
+    rates = dict(dropout=0.3, recurrent_dropout=0.0 if recurrent is None else 0.4)
+    plain = str(jax.make_jaxpr(partial(unroll, cell))(params, xs, carry))
+    assert str(jax.make_jaxpr(partial(unroll, cell, **rates))(params, xs, carry)) == plain
+    zoneout = zoneout_for(carry)
+    got = unroll(cell, params, xs, carry, **rates, zoneout=zoneout)
+    no_masks = sample_masks(jax.random.key(0), xs, carry)
+    expected_rates = jax.tree.map(lambda _: zoneout, carry) if isinstance(zoneout, float) else zoneout
+    want = reference(cell, params, xs, carry, no_masks, recurrent=recurrent, output_is_state=output_is_state,
+                     rates=expected_rates)
+    assert_close(got, want)
+
+
+def test_recurrent_mask_is_the_same_at_every_step():
+    """Two chunks with the same key give the whole sequence: the masks do not depend on the step."""
+    cell, params, carry, xs = setup(CELLS[1][1])
+    run = partial(unroll, cell, params, **RATES)
+    whole = run(xs, carry, key=jax.random.key(11))
+    middle, first = run(xs[:2], carry, key=jax.random.key(11))
+    end, second = run(xs[2:], middle, key=jax.random.key(11))
+    assert_close((end, jnp.concatenate([first, second])), whole)
+    # And the masks are used: another key gives other numbers.
+    other = run(xs, carry, key=jax.random.key(12))
+    assert not np.allclose(np.asarray(other[1]), np.asarray(whole[1]))
+
+
+def test_fast_backward_matches_autodiff_with_masks():
+    """The hand-written backward pass equals autodiff with all three masks, 1e-10 in float64.
+
+    One sequence with a traced length, reversed, ``remat="step"``; the
+    bidirectional unroll with ``remat="sqrt"`` under ``jax.vmap`` over a batch
+    with one key per example (as the layers call it); and the expectation of
+    zoneout without a key.
+    """
+    cell, params, carry, xs = setup(CELLS[2][1])  # lstm with peepholes
+    rates = dict(RATES, zoneout=LSTMCarry(h=0.3, c=0.5))
+    both = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, random_params(cell, I, seed=4))
+    batch_xs = jnp.stack([xs, xs[::-1] * 0.5])
+
+    def total(backward, params, both, xs, batch_xs, length, lengths):
+        options = dict(rates, backward=backward)
+        value = loss(lambda p, x, c: unroll(cell, p, x, c, length=length, reverse=True, remat="step",
+                                            key=jax.random.key(5), **options), params, xs, carry)
+        value += loss(lambda p, x, c: unroll(cell, p, x, c, zoneout=0.2, backward=backward), params, xs, carry)
+
+        def one(x, n, k):
+            return unroll_bidirectional(cell, both, x, length=n, remat="sqrt", key=k, **options)
+
+        final, ys = jax.vmap(one)(batch_xs, lengths, jax.random.split(jax.random.key(6), 2))
+        return value + jnp.sum(jnp.sin(ys)) + jnp.sum(final.c ** 2)
+
+    f = jax.jit(jax.value_and_grad(total, argnums=(1, 2, 3, 4)), static_argnums=0)
+    lengths = jnp.asarray([T, 2])  # arguments of the jitted function: traced
+    auto = f("auto", params, both, xs, batch_xs, jnp.asarray(3), lengths)
+    want = f("autodiff", params, both, xs, batch_xs, jnp.asarray(3), lengths)
+    assert_close(auto, want, rtol=1e-10, atol=1e-10)
+
+
+def test_batch_and_bidirectional_keys():
+    """``unroll_batch`` gives example b the key split(key, B)[b]; ``unroll_bidirectional``
+    gives the directions split(key)[0] and split(key)[1], the backward one reversed."""
+    cell, params, carry, xs = setup(CELLS[5][1])  # layer_norm_rnn
+    key = jax.random.key(9)
+    keys = jax.random.split(key, 2)
+    rates = dict(RATES, zoneout=0.3)
+    batch = jnp.stack([xs, 2.0 * xs])
+    got = unroll_batch(cell, params, batch, length=jnp.asarray([T, 3]), **rates, key=key)
+    loop = [unroll(cell, params, batch[b], length=n, **rates, key=keys[b]) for b, n in enumerate((T, 3))]
+    assert_close(got, jax.tree.map(lambda *a: jnp.stack(a), *loop))
+
+    both = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, random_params(cell, I, seed=4))
+    got = unroll_bidirectional(cell, both, xs, length=3, **rates, key=key)
+    forward = unroll(cell, jax.tree.map(lambda a: a[0], both), xs, length=3, **rates, key=keys[0])
+    backward = unroll(cell, jax.tree.map(lambda a: a[1], both), xs, length=3, reverse=True, **rates, key=keys[1])
+    assert_close(got, jax.tree.map(lambda a, b: jnp.stack([a, b]), forward, backward))
+
+
+def test_errors():
+    cell, params, carry, xs = setup(CELLS[1][1])
+    for name in ("dropout", "recurrent_dropout", "zoneout"):
+        for bad in (-0.1, 1.0, 1.5, float("nan"), True, "0.1", jnp.asarray(0.1)):
+            with pytest.raises(ValueError, match=name):
+                unroll(cell, params, xs, **{name: bad})
+    with pytest.raises(ValueError, match="zoneout"):
+        unroll(cell, params, xs, zoneout=LSTMCarry(h=0.1, c=1.0))
+    for structure in ((0.1, 0.2), RNNCarry(0.1), LSTMCarry(h=0.1, c=(0.1, 0.2))):
+        with pytest.raises(ValueError, match="carry's structure"):
+            unroll(cell, params, xs, zoneout=structure, key=jax.random.key(0))
+    for mode in ("parallel", "sequential"):
+        min_cell = scanrnn.min_gru(H, mode=mode, param_dtype=F64)
+        min_params = random_params(min_cell, I)
+        for key in (None, jax.random.key(0)):
+            with pytest.raises(ValueError, match="no recurrent weights"):
+                unroll(min_cell, min_params, xs, recurrent_dropout=0.1, key=key)
+    user = user_elman(H)
+    with pytest.raises(ValueError, match="masked_step"):
+        unroll(user, user.init(jax.random.key(0), I), xs, recurrent_dropout=0.1)
