@@ -194,9 +194,9 @@ def test_sampled_first_character_follows_the_tempered_softmax(char_model):
     assert np.max(np.abs(freq - p)) < 4 * np.sqrt(0.25 / n)  # 4 standard deviations at worst
 
 
-@pytest.mark.parametrize("batch_size", [1, 2])
-def test_stream_bits_per_char_equals_one_stateless_pass_per_stream(char_model, batch_size):
+def test_stream_bits_per_char_equals_one_stateless_pass_per_stream(char_model):
     model, params = char_model
+    batch_size = 2
     ids = np.random.default_rng(2).integers(0, V, size=47)
     bits, count = text.stream_bits_per_char(model, params, ids, V, batch_size=batch_size, chunk_size=5)
     inputs, targets = sr.train.stream_batches(ids, batch_size, 5)
@@ -242,6 +242,8 @@ def test_bad_sampling_inputs(char_model):
         text.sample_ids(small, noise_params(small, V), [1], 3, vocab_size=V, key=key)
     with pytest.raises(ValueError, match="key"):
         text.sample_ids(model, params, [1], 3, vocab_size=V, key=0)
+    with pytest.raises(ValueError, match=rf"ids must lie in \[0, {V}\)"):
+        text.stream_bits_per_char(model, params, [0, 1, V], V, batch_size=1, chunk_size=1)
 
 
 def test_bad_corpus_and_vocabulary_inputs():

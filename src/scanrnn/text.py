@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import train as _train
 from .layers import Layer
+from .train import batch_initial_carry, stream_batches
 
 Array = jax.Array
 
@@ -239,6 +239,18 @@ def decode(vocab: Vocabulary, ids) -> str:
 # The unigram baseline.
 
 
+def _check_ids(name: str, ids, vocab_size) -> np.ndarray:
+    """``ids`` as a NumPy array; a ValueError unless it is a non-empty 1-D integer array in ``[0, vocab_size)``."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
+        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{name} must be a non-empty 1-D integer array, got shape {ids.shape}, dtype {ids.dtype}")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        raise ValueError(f"{name} must lie in [0, {vocab_size}), got values from {ids.min()} to {ids.max()}")
+    return ids
+
+
 def unigram_bits(train_ids, eval_ids, vocab_size: int) -> float:
     """Bits per character of the add-one smoothed character frequencies of ``train_ids`` on ``eval_ids``.
 
@@ -247,12 +259,7 @@ def unigram_bits(train_ids, eval_ids, vocab_size: int) -> float:
     ``-(1/M) sum_t log2 p(e_t)`` over the ``M`` evaluation ids (the entropy
     of the frequencies when both are the same text, up to the smoothing).
     """
-    train_ids, eval_ids = np.asarray(train_ids), np.asarray(eval_ids)
-    for name, ids in (("train_ids", train_ids), ("eval_ids", eval_ids)):
-        if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"{name} must be a non-empty 1-D integer array, got shape {ids.shape}, dtype {ids.dtype}")
-        if ids.min() < 0 or ids.max() >= vocab_size:
-            raise ValueError(f"{name} must lie in [0, {vocab_size}), got values from {ids.min()} to {ids.max()}")
+    train_ids, eval_ids = _check_ids("train_ids", train_ids, vocab_size), _check_ids("eval_ids", eval_ids, vocab_size)
     probs = (np.bincount(train_ids, minlength=vocab_size) + 1.0) / (train_ids.size + vocab_size)
     return float(-np.mean(np.log2(probs[eval_ids])))
 
@@ -280,7 +287,7 @@ def _check_logits(logits, vocab_size: int, steps: int) -> None:
 def _stream_nll(model: Layer, params, inputs, targets, *, vocab_size: int):
     """Sum of ``-ln p`` over every target of ``[N, B, K]`` chunks, the carry passed from chunk to chunk."""
     dtype = _float_dtype(params)
-    carry = _train.batch_initial_carry(model, params, inputs.shape[1])
+    carry = batch_initial_carry(model, params, inputs.shape[1])
     one = lambda x, c: model.apply(params, x, carry=c)  # noqa: E731
 
     def chunk(carry, chunk_ids):
@@ -308,7 +315,8 @@ def stream_bits_per_char(model: Layer, params, ids, vocab_size: int, *, batch_si
       predicted (what ``stream_batches`` keeps of the stream: the targets of
       ``num_chunks * batch_size * chunk_size`` steps).
     """
-    inputs, targets = _train.stream_batches(np.asarray(ids), batch_size, chunk_size)
+    _check_ids("ids", ids, vocab_size)
+    inputs, targets = stream_batches(np.asarray(ids), batch_size, chunk_size)
     count = int(np.prod(np.shape(targets)))
     nll = _stream_nll(model, params, jnp.asarray(inputs), jnp.asarray(targets), vocab_size=vocab_size)
     return float(nll) / count / math.log(2.0), count
@@ -330,7 +338,7 @@ def _sample_ids(model: Layer, params, prime_ids, temperature, key, *, length: in
         return (carry, logits[0]), c
 
     _, ids = jax.lax.scan(step, (carry, logits[-1]), jax.random.split(key, length))
-    return ids
+    return ids.astype(jnp.int32)
 
 
 def sample_ids(model: Layer, params, prime_ids, length: int, *, vocab_size: int, temperature: float = 1.0, key) -> Array:
@@ -348,19 +356,11 @@ def sample_ids(model: Layer, params, prime_ids, length: int, *, vocab_size: int,
     """
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
         raise ValueError(f"length must be a positive int, got {length!r}")
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
         raise ValueError(f"temperature must be a finite float > 0, got {temperature!r}")
     if not isinstance(key, jax.Array):
         raise ValueError(f"key must be a jax.random key, got {type(key).__name__}")
-    prime_ids = np.asarray(prime_ids)
-    if prime_ids.ndim != 1 or prime_ids.size == 0 or not np.issubdtype(prime_ids.dtype, np.integer):
-        raise ValueError(f"prime_ids must be a non-empty 1-D integer array, got shape {prime_ids.shape}, "
-                         f"dtype {prime_ids.dtype}")
-    if prime_ids.min() < 0 or prime_ids.max() >= vocab_size:
-        raise ValueError(f"prime_ids must lie in [0, {vocab_size}), got values from {prime_ids.min()} "
-                         f"to {prime_ids.max()}")
+    prime_ids = _check_ids("prime_ids", prime_ids, vocab_size)
     return _sample_ids(model, params, jnp.asarray(prime_ids, jnp.int32), float(temperature), key,
                        length=int(length), vocab_size=int(vocab_size))
 
