@@ -504,6 +504,70 @@ def test_tbptt_lowers_the_loss_on_a_periodic_stream():
     assert epoch_losses[-1] < 0.2 * epoch_losses[0], epoch_losses
 
 
+# --------------------------------------------------------------------------
+# Dropout, recurrent dropout and zoneout through the recurrent layers.
+
+RATES = {"dropout": 0.2, "recurrent_dropout": 0.3, "zoneout": LSTMCarry(h=0.1, c=0.4)}
+
+
+def test_recurrent_rates_are_unrolls_with_the_layers_key():
+    cell = scanrnn.lstm(H, param_dtype=F64)
+    params = random_params(cell, I)
+    carry = random_carry(cell, params, seed=3)
+    xs = normal((T, I), seed=1)
+    layer, last = recurrent(cell, **RATES), recurrent(cell, return_sequences=False, **RATES)
+    model = serial(recurrent(cell, **RATES), dense(2, param_dtype=F64))
+    dense_params = random_params(dense(2, param_dtype=F64), H, seed=9)
+    key = jax.random.key(1)
+
+    @jax.jit
+    def run(params, carry):
+        unrolled = lambda key: scanrnn.unroll(cell, params, xs, carry, length=4, key=key, **RATES)
+        return (
+            (layer.apply(params, xs, 4, key=key, carry=carry), unrolled(key)),
+            (last.apply(params, xs, 4, carry=carry), unrolled(None)),  # evaluation: no key
+            (model.apply((params, dense_params), xs, 4, key=key), jax.random.split(key, 2)[0]),
+        )
+
+    keyed, evaluated, (model_ys, first_key) = run(params, carry)
+    (ys, final), (want_carry, want_ys) = keyed
+    assert_close(ys, want_ys)
+    assert_close(final, want_carry)
+    (y, final), (want_carry, want_ys) = evaluated
+    assert_close(y, want_ys[3])
+    assert_close(final, want_carry)
+    assert not np.allclose(y, ys[3])
+    # serial hands the recurrent layer the first of its split keys.
+    hidden = jax.jit(lambda p: scanrnn.unroll(cell, p, xs, length=4, key=first_key, **RATES)[1])(params)
+    assert_close(model_ys, dense(2).apply(dense_params, hidden, 4))
+
+
+def test_bidirectional_rates_are_unroll_bidirectional_with_the_key():
+    cell = scanrnn.gru(H, param_dtype=F64)
+    params = stacked(random_params(cell, I, seed=1), random_params(cell, I, seed=2))
+    xs = normal((T, I), seed=5)
+    rates = {"dropout": 0.25, "recurrent_dropout": 0.25, "zoneout": 0.2}
+    layer = bidirectional(cell, "concat", **rates)
+    key = jax.random.key(3)
+
+    @jax.jit
+    def run(params):
+        return (
+            layer.apply(params, xs, 4, key=key),
+            scanrnn.unroll_bidirectional(cell, params, xs, length=4, key=key, **rates)[1],
+        )
+
+    keyed, want = run(params)
+    assert_close(keyed, jnp.concatenate([want[0], want[1]], axis=-1))
+
+
+def test_recurrent_dropout_on_a_cell_without_recurrent_weights():
+    cell = scanrnn.min_gru(H, param_dtype=F64)
+    layer = recurrent(cell, recurrent_dropout=0.2)
+    with pytest.raises(ValueError, match="recurrent_dropout"):
+        layer.apply(random_params(cell, I), normal((T, I), seed=1), key=jax.random.key(0))
+
+
 def test_fit_passes_one_key_per_step():
     model = serial(dropout(0.5), dense(1, param_dtype=F64))
     params = random_params(model, I)
