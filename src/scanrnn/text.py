@@ -391,7 +391,13 @@ def sample(
       start: one character read before ``prime`` and not returned (a newline
         is a natural start for source code); needed when ``prime`` is empty.
 
-    >>> # text = sample(model, params, vocab, "def ", 200, temperature=0.8, key=jax.random.key(0))
+    >>> from scanrnn import dense, lstm, recurrent, serial
+    >>> vocab = build_vocabulary("def f(x): return x")
+    >>> model = serial(recurrent(lstm(8)), dense(vocab.size))
+    >>> params = model.init(jax.random.key(0), vocab.size)
+    >>> out = sample(model, params, vocab, "def ", 10, temperature=0.8, key=jax.random.key(1))
+    >>> out[:4], len(out), set(out) <= set(vocab.symbols)
+    ('def ', 14, True)
     """
     _check_vocabulary(vocab)
     if not isinstance(prime, str):
