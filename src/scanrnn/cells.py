@@ -20,6 +20,13 @@ project(params, x))``. :func:`scanrnn.unroll` uses them to compute the input
 projection of all time steps as one matrix product before the scan. A
 user-written cell may leave both as ``None``; it then takes the generic path.
 
+For regularisation (:mod:`scanrnn.regularization`) the built-in cells also
+have ``masked_step(params, carry, p, mask, keep)``: ``step`` with the
+recurrent dropout mask applied to ``h`` where it enters the recurrent
+product (``W_hh (h * mask.h)``; never the LSTM's cell state, nor the GRU's
+``z * h`` term) and zoneout of the carry, the output being the hidden state
+after zoneout.
+
 Weights follow the convention ``W x`` (shape ``[out, in]``) of the first seed
 and of PyTorch; gates are stacked along the first axis in PyTorch's order.
 Default initialisers follow Keras: Glorot-uniform input kernels, orthogonal
