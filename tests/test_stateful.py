@@ -11,7 +11,16 @@ import scanrnn
 from helpers import assert_close, elman, elman_numpy, masked_loop, normal, random_carry, random_params
 from scanrnn import LSTMCarry, Layer, bidirectional, causal_conv, dense, recurrent, serial
 from scanrnn.layers import RecurrentParams, dropout
-from scanrnn.train import Batch, batch_initial_carry, batch_loss, fit, make_tbptt_step, make_train_step, mse, predict_batch, stream_batches
+from scanrnn.train import (
+    Batch,
+    batch_initial_carry,
+    fit,
+    make_tbptt_step,
+    make_train_step,
+    mse,
+    predict_batch,
+    stream_batches,
+)
 
 H, I, T = 4, 3, 6
 F64 = jnp.float64
@@ -80,8 +89,8 @@ def test_recurrent_carry_under_vmap_and_jit():
         assert_close(ys[b], want_ys)
 
 
-@pytest.mark.parametrize("length", [None, 4])
-def test_bidirectional_carry_has_a_direction_axis(length):
+def test_bidirectional_carry_has_a_direction_axis():
+    length = 4
     cell = scanrnn.lstm(H, param_dtype=F64)
     params = stacked(random_params(cell, I, seed=1), random_params(cell, I, seed=2))
     carry = stacked(random_carry(cell, direction(params, 0), seed=3), random_carry(cell, direction(params, 1), seed=4))
@@ -303,14 +312,17 @@ def test_dropout_in_a_trained_model_changes_with_the_key_only():
     model = serial(recurrent(scanrnn.gru(H, param_dtype=F64)), dropout(0.5), dense(1, param_dtype=F64))
     params = random_params(model, I)
     xs = normal((T, I), seed=1)
-    run = jax.jit(lambda key: model.apply(params, xs, key=key))
-    evaluate = jax.jit(lambda: model.apply(params, xs))
-    a = run(jax.random.key(1))
-    assert_close(run(jax.random.key(1)), a)
-    assert not np.allclose(run(jax.random.key(2)), a)
     without_dropout = serial(recurrent(scanrnn.gru(H, param_dtype=F64)), dense(1, param_dtype=F64))
-    want = jax.jit(lambda: without_dropout.apply((params[0], params[2]), xs))()
-    assert_close(evaluate(), want)
+
+    @jax.jit
+    def run(params):
+        keyed = [model.apply(params, xs, key=jax.random.key(k)) for k in (1, 1, 2)]
+        return keyed, model.apply(params, xs), without_dropout.apply((params[0], params[2]), xs)
+
+    (a, again, other), evaluated, want = run(params)
+    assert_close(again, a)
+    assert not np.allclose(other, a)
+    assert_close(evaluated, want)
 
 
 # --------------------------------------------------------------------------
@@ -389,6 +401,7 @@ def tbptt_model():
 
 
 def test_tbptt_chunks_forward_like_one_pass_and_gradients_truncated():
+    """Truncated BPTT through make_tbptt_step against one pass over the whole streams."""
     B, K, C = 2, 4, 3  # streams, steps per chunk, chunks
     model = tbptt_model()
     params = random_params(model, 1, seed=1)
@@ -419,47 +432,26 @@ def test_tbptt_chunks_forward_like_one_pass_and_gradients_truncated():
 
         return full_loss(p), carry, truncated, jax.grad(full_loss)(p)
 
-    carry = batch_initial_carry(model, params, B)
+    carry = None  # the first chunk starts from the learned initial carry, inside the gradient
     for c in range(C):
-        new_params, _, next_carry, metrics = step(params, SGD.init(params), carry, Batch(jnp.asarray(inputs[c, ..., None]), jnp.asarray(targets[c, ..., None])))
+        batch = Batch(jnp.asarray(inputs[c, ..., None]), jnp.asarray(targets[c, ..., None]))
+        new_params, _, next_carry, metrics = step(params, SGD.init(params), carry, batch)
         loss, want_carry, truncated, full = reference(params, c)
-        assert_close(carry, want_carry, rtol=1e-9)  # the handed-over carry is the one-pass carry
-        np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-9)  # and the forward outputs agree
+        np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-9)  # the forward outputs agree
         grads = jax.tree.map(lambda a, b: a - b, params, new_params)
-        assert_close(grads, truncated, rtol=1e-8, atol=1e-12)
-        if c > 0:  # earlier chunks' steps are cut off from the gradient
+        if c == 0:  # nothing before it: the truncated gradient is the full one, the learned carry's included
+            assert_close(grads, full, rtol=1e-8, atol=1e-12)
+            assert float(jnp.abs(grads[0].initial_carry.h).max()) > 1e-4
+        else:  # earlier chunks' steps are cut off from the gradient
+            assert_close(carry, want_carry, rtol=1e-9)  # the handed-over carry is the one-pass carry
+            assert_close(grads, truncated, rtol=1e-8, atol=1e-12)
             assert not np.allclose(grads[0].cell.w_hh, full[0].cell.w_hh)
             assert_close(grads[0].initial_carry, jax.tree.map(jnp.zeros_like, params[0].initial_carry))
         carry = next_carry
-    final = jax.jit(lambda p: predict_batch(model, p, x_all, carry=batch_initial_carry(model, p, B))[1])(params)
-    assert_close(carry, final, rtol=1e-9)
+    assert_close(carry, reference(params, C)[1], rtol=1e-9)  # after the whole streams
 
 
-def test_tbptt_without_a_carry_trains_the_learned_initial_carry():
-    model = tbptt_model()
-    params = random_params(model, 1, seed=2)
-    step = make_tbptt_step(model, mse, SGD)
-    x = normal((2, 5, 1), seed=3)
-    y = normal((2, 5, 1), seed=4)
-    new_params, _, carry, metrics = step(params, SGD.init(params), None, Batch(x, y))
-    grads = jax.tree.map(lambda a, b: a - b, params, new_params)
-
-    def loss(p):
-        pred = jax.vmap(lambda x: model.apply(p, x))(x)
-        return jnp.mean(jax.vmap(mse)(pred, y))
-
-    @jax.jit
-    def references(p):
-        final = predict_batch(model, p, x, carry=batch_initial_carry(model, p, 2))[1]
-        return jax.grad(loss)(p), final
-
-    want_grads, want_carry = references(params)
-    assert_close(grads, want_grads, rtol=1e-8, atol=1e-12)
-    assert float(jnp.abs(grads[0].initial_carry.h).max()) > 1e-4
-    assert_close(carry, want_carry)
-
-
-def test_train_step_key_is_split_per_example():
+def test_train_step_and_fit_split_the_key_per_example():
     model = serial(dropout(0.5), dense(1, param_dtype=F64))
     params = random_params(model, I)
     x = jnp.broadcast_to(normal((1, T, I), seed=1), (4, T, I))  # four identical examples
@@ -470,18 +462,23 @@ def test_train_step_key_is_split_per_example():
     def references(params):
         by_hand = jnp.stack([model.apply(params, x[b], key=k) for b, k in enumerate(jax.random.split(key, 4))])
         keyed = lambda p: jnp.mean(jax.vmap(mse)(predict_batch(model, p, x, key=key), y))
-        plain = lambda p: batch_loss(model, mse, p, Batch(x, y))
-        return predict_batch(model, params, x, key=key), by_hand, jax.grad(keyed)(params), jax.grad(plain)(params)
+        return predict_batch(model, params, x, key=key), by_hand, jax.grad(keyed)(params)
 
-    pred, by_hand, keyed_grads, plain_grads = references(params)
+    pred, by_hand, keyed_grads = references(params)
     assert not np.allclose(pred[0], pred[1])  # each example draws its own mask
     assert_close(pred, by_hand)
     step = make_train_step(model, mse, SGD)
     new_params, _, _ = step(params, SGD.init(params), Batch(x, y), key)
     assert_close(jax.tree.map(lambda a, b: a - b, params, new_params), keyed_grads, rtol=1e-9)
-    new_params, _, _ = step(params, SGD.init(params), Batch(x, y))  # no key: no dropout
-    assert_close(jax.tree.map(lambda a, b: a - b, params, new_params), plain_grads, rtol=1e-9)
-    assert not np.allclose(keyed_grads[1].w, plain_grads[1].w)
+
+    # fit passes jax.random.fold_in(key, i) to step i of the run.
+    trained, history = fit(model, params, SGD, mse, Batch(x, y), epochs=2, batch_size=4, key=key)
+    p, rng = params, np.random.default_rng(0)  # fit's seed=0
+    for i in range(2):  # one batch per epoch, shuffled as fit shuffles it
+        order = rng.permutation(4)
+        p, _, metrics = step(p, SGD.init(p), Batch(x[order], y[order]), jax.random.fold_in(key, i))
+        np.testing.assert_allclose(history["train_loss"][i], metrics["loss"], rtol=1e-12)
+    assert_close(trained, p)
     with pytest.raises(ValueError, match="no initial_carry"):
         batch_initial_carry(Layer(model.init, model.apply), params, 2)
 
@@ -526,10 +523,11 @@ def test_recurrent_rates_are_unrolls_with_the_layers_key():
         return (
             (layer.apply(params, xs, 4, key=key, carry=carry), unrolled(key)),
             (last.apply(params, xs, 4, carry=carry), unrolled(None)),  # evaluation: no key
-            (model.apply((params, dense_params), xs, 4, key=key), jax.random.split(key, 2)[0]),
+            model.apply((params, dense_params), xs, 4, key=key),
+            scanrnn.unroll(cell, params, xs, length=4, key=jax.random.split(key, 2)[0], **RATES)[1],
         )
 
-    keyed, evaluated, (model_ys, first_key) = run(params, carry)
+    keyed, evaluated, model_ys, hidden = run(params, carry)
     (ys, final), (want_carry, want_ys) = keyed
     assert_close(ys, want_ys)
     assert_close(final, want_carry)
@@ -538,7 +536,6 @@ def test_recurrent_rates_are_unrolls_with_the_layers_key():
     assert_close(final, want_carry)
     assert not np.allclose(y, ys[3])
     # serial hands the recurrent layer the first of its split keys.
-    hidden = jax.jit(lambda p: scanrnn.unroll(cell, p, xs, length=4, key=first_key, **RATES)[1])(params)
     assert_close(model_ys, dense(2).apply(dense_params, hidden, 4))
 
 
@@ -566,19 +563,3 @@ def test_recurrent_dropout_on_a_cell_without_recurrent_weights():
     layer = recurrent(cell, recurrent_dropout=0.2)
     with pytest.raises(ValueError, match="recurrent_dropout"):
         layer.apply(random_params(cell, I), normal((T, I), seed=1), key=jax.random.key(0))
-
-
-def test_fit_passes_one_key_per_step():
-    model = serial(dropout(0.5), dense(1, param_dtype=F64))
-    params = random_params(model, I)
-    x, y = normal((4, T, I), seed=1), normal((4, T, 1), seed=2)
-    key = jax.random.key(4)
-    trained, history = fit(model, params, SGD, mse, Batch(x, y), epochs=2, batch_size=4, key=key)
-    step, p, rng = make_train_step(model, mse, SGD), params, np.random.default_rng(0)  # fit's seed=0
-    for i in range(2):  # one batch per epoch, shuffled as fit shuffles it
-        order = rng.permutation(4)
-        p, _, metrics = step(p, SGD.init(p), Batch(x[order], y[order]), jax.random.fold_in(key, i))
-        np.testing.assert_allclose(history["train_loss"][i], metrics["loss"], rtol=1e-12)
-    assert_close(trained, p)
-    untrained_dropout, _ = fit(model, params, SGD, mse, Batch(x, y), epochs=2, batch_size=4)
-    assert not np.allclose(untrained_dropout[1].w, p[1].w)
