@@ -74,21 +74,6 @@ def test_recurrent_carry_gives_the_loops_final_carry(length):
     assert_close(seq.initial_carry(params), cell.initial_carry(params))
 
 
-def test_recurrent_carry_under_vmap_and_jit():
-    cell = scanrnn.gru(H, param_dtype=F64)
-    params = random_params(cell, I)
-    layer = recurrent(cell)
-    xs = normal((2, T, I), seed=1)
-    carries = stacked(random_carry(cell, params, seed=1), random_carry(cell, params, seed=2))
-    lengths = jnp.array([2, T])
-    run = jax.jit(jax.vmap(lambda x, n, c: layer.apply(params, x, n, carry=c)))
-    ys, finals = run(xs, lengths, carries)
-    for b in range(2):
-        want_carry, want_ys = masked_loop(cell, params, xs[b], int(lengths[b]), carry=direction(carries, b))
-        assert_close(direction(finals, b), want_carry)
-        assert_close(ys[b], want_ys)
-
-
 def test_bidirectional_carry_has_a_direction_axis():
     length = 4
     cell = scanrnn.lstm(H, param_dtype=F64)
