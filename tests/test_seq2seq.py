@@ -42,6 +42,15 @@ from helpers import assert_close, normal
 F64 = jnp.float64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def fast_compilation():
+    """Compile with few XLA optimisations: these tiny programs take far longer to compile than to run."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
 # --------------------------------------------------------------------------
 # Attention.
 
