@@ -30,8 +30,10 @@ def setup(name, options, dtype=F64):
     return cell, params, carry
 
 
-def loss(cell, params, xs, carry, length, *, reverse=False, remat="none", backward="auto"):
-    final, ys = unroll(cell, params, xs, carry, length=length, reverse=reverse, remat=remat, backward=backward)
+def loss(cell, params, xs, carry, length, *, reverse=False, remat="none", backward="auto", hoist=None):
+    final, ys = unroll(
+        cell, params, xs, carry, length=length, reverse=reverse, remat=remat, backward=backward, hoist=hoist
+    )
     weights = jnp.linspace(0.5, 1.5, ys.size, dtype=ys.dtype).reshape(ys.shape)
     return jnp.sum(jnp.sin(ys) * weights) + sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(final))
 
@@ -141,17 +143,40 @@ def test_reverse_mode_against_finite_differences():
     check_grads(jax.jit(f), (params, carry, xs), order=1, modes=("rev",), atol=1e-6, rtol=1e-6, eps=1e-6)
 
 
-def test_weight_gradient_is_one_product_outside_the_loops():
-    """The backward scan holds one product (W_hh^T dr); autodiff's holds two (it also accumulates dW_hh)."""
+@pytest.mark.parametrize("hoist", [True, False], ids=["hoisted", "in_loop"])
+def test_weight_gradients_are_products_outside_the_loops(hoist):
+    """The backward scan holds no product that accumulates a weight gradient; autodiff's does."""
     cell, params, carry = setup("lstm", {})
     xs = normal((T, I), seed=3)
     counts = {}
     for backward in ("auto", "autodiff"):
-        f = jax.grad(partial(loss, cell, backward=backward))
+        f = jax.grad(partial(loss, cell, backward=backward, hoist=hoist))
         counts[backward] = count_primitive(jax.make_jaxpr(f)(params, xs, carry, None), "dot_general")
-    # inside the scans: forward (W_hh h) + backward; outside: the projections and weight products.
-    assert counts["auto"][1] == 2
-    assert counts["autodiff"][1] == 3
+    # (Gradients with respect to params only, so no product makes dx.) The hand-written path's
+    # counts outside include the primal values of its zero-valued routing products, which
+    # nothing reads and XLA drops.
+    if hoist:
+        # Inside the scans: forward W_hh h, backward W_hh^T dr; autodiff also accumulates dW_hh.
+        assert counts["auto"][1] == 2 and counts["autodiff"][1] == 3
+        # Outside: the projection and dW_ih; the hand-written path's dW_hh (and its zero term).
+        assert counts["auto"][0] == 4 and counts["autodiff"][0] == 2
+    else:
+        # Inside: the forward's two products; backward, the hand-written path recomputes the
+        # projection and forms W_hh^T dr, autodiff forms W_hh^T dr and accumulates dW_ih and dW_hh.
+        assert counts["auto"][1] == 4 and counts["autodiff"][1] == 5
+        # Outside: dW_ih and dW_hh, one product each over all steps (and the two zero terms).
+        assert counts["auto"][0] == 4 and counts["autodiff"][0] == 0
+
+
+@pytest.mark.parametrize("case_id,name,options", [c for c in FORMS if c[0] in ("lstm-peephole", "gru", "gru-cho",
+                                                                               "layer_norm_lstm")])
+def test_hoisted_and_in_loop_projection_agree(case_id, name, options):
+    cell, params, carry = setup(name, options)
+    xs = normal((T, I), seed=3)
+    for backward in ("auto", "autodiff"):
+        want = grads(cell, params, xs, carry, 4, backward=backward, hoist=True, reverse=True)
+        got = grads(cell, params, xs, carry, 4, backward=backward, hoist=False, reverse=True)
+        assert_tree_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_higher_order_and_forward_mode_need_autodiff():
@@ -181,6 +206,10 @@ def test_bad_options():
         unroll(cell, params, xs, backward="fast")
     with pytest.raises(ValueError, match="unroll must be a positive int"):
         unroll(cell, params, xs, unroll=0)
+    with pytest.raises(ValueError, match="hoist must be None, True or False"):
+        unroll(cell, params, xs, hoist="yes")
+    with pytest.raises(ValueError, match="hoist must be None, True or False"):
+        scanrnn.recurrent(cell, hoist=1)
     with pytest.raises(ValueError, match="remat must be one of"):
         scanrnn.recurrent(cell, remat=None)
     with pytest.raises(ValueError, match="backward must be one of"):

@@ -26,6 +26,7 @@ from helpers import (
     random_params,
 )
 from scanrnn import flip_valid, unroll, unroll_batch
+from scanrnn.unroll import hoist_default
 
 H, I, T = 5, 3, 6
 F64 = jnp.float64
@@ -214,13 +215,30 @@ def test_input_projection_is_hoisted(case_id, name, options, with_length):
     xs = normal((T, I), seed=1)
     length = 4 if with_length else None
     # (The hand-written backward pass adds a product outside the scan; see test_fast_bptt.)
-    jaxpr = jax.make_jaxpr(lambda p, x: unroll(cell, p, x, length=length, backward="autodiff"))(params, xs)
+    jaxpr = jax.make_jaxpr(lambda p, x: unroll(cell, p, x, length=length, backward="autodiff", hoist=True))(
+        params, xs
+    )
     assert count_primitive(jaxpr, "scan") == (1, 0)
     assert count_primitive(jaxpr, "dot_general") == (1, DOTS_INSIDE.get(case_id, 1))
     # The product outside is the [T, I] x [I, G*H] one.
     (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
     shapes = sorted(tuple(v.aval.shape) for v in dot.invars)
     assert shapes == sorted([(T, I), tuple(params.w_ih.shape)])
+
+
+@pytest.mark.parametrize("backward", ["auto", "autodiff"])
+def test_input_projection_inside_the_loop(backward):
+    cell, params = setup("lstm", {})
+    xs = normal((T, I), seed=1)
+    jaxpr = jax.make_jaxpr(lambda p, x: unroll(cell, p, x, backward=backward, hoist=False))(params, xs)
+    assert count_primitive(jaxpr, "scan") == (1, 0)
+    # Both products of a step in the loop. Outside it: none for autodiff; the hand-written
+    # path's two zero-valued routing products of its weight gradients (see test_fast_bptt),
+    # whose values nothing reads.
+    assert count_primitive(jaxpr, "dot_general") == ({"auto": 2, "autodiff": 0}[backward], 2)
+    hoisted = unroll(cell, params, xs, hoist=True, backward=backward)
+    np.testing.assert_allclose(unroll(cell, params, xs, hoist=False, backward=backward)[1], hoisted[1], rtol=1e-12)
+    assert hoist_default() is (jax.default_backend() != "cpu")
 
 
 def test_user_cell_takes_generic_path_and_matches_loop():

@@ -68,12 +68,14 @@ def _masked(h, mask):
     return h if mask is None else h * mask
 
 
-def _forward(core, save, unroll, rates, params, carry, ps, valid, mask, keep):
+def _forward(core, save, unroll, rates, project, params, carry, ps, valid, mask, keep):
     w_hh = params.w_hh
     small = _small(params)
 
     def body(c, inputs):
         p, v, k = inputs
+        if project is not None:
+            p = project(params, p)
         r = w_hh @ _masked(c.h, mask)
         new_c, y = core_step(core, small, c, p, r, rates if k is None else k)
         saved = {"products": (c, r), "carries": c}.get(save)
@@ -85,8 +87,15 @@ def _forward(core, save, unroll, rates, params, carry, ps, valid, mask, keep):
     return lax.scan(body, carry, (ps, valid, keep), unroll=unroll)
 
 
-def recurrent_scan(core, save, unroll, params, carry, ps, valid, mask=None, keep=None, rates=None):
+def recurrent_scan(core, save, unroll, params, carry, ps, valid, mask=None, keep=None, rates=None, project=None):
     """Scan a built-in cell's step over the projected inputs ``ps [T, G]``.
+
+    With ``project`` (the cell's ``project``), ``ps`` are the inputs
+    ``[T, I]`` and each step projects its own input inside the forward and
+    the backward scans; the input weight's gradient then comes through
+    ``zero_p = P - stop_gradient(P)`` for the projection ``P`` of all steps,
+    as the recurrent weight's does through ``zero`` below (for an affine
+    projection XLA drops the unused forward value of ``P``).
 
     Returns ``(final_carry, ys)``: the same numbers as ``lax.scan`` of the
     cell's ``masked_step`` (``step`` without regularisation), with the
@@ -114,13 +123,18 @@ def recurrent_scan(core, save, unroll, params, carry, ps, valid, mask=None, keep
     ``backward="autodiff"``.
     """
     sg = lax.stop_gradient
-    final, (ys, saved) = _forward(core, save, unroll, rates, sg(params), sg(carry), sg(ps), valid, mask, keep)
+    final, (ys, saved) = _forward(core, save, unroll, rates, project, sg(params), sg(carry), sg(ps), valid, mask, keep)
     hs_prev = saved[0].h if save == "products" else saved.h
     if mask is not None:
         hs_prev = hs_prev * mask[None, :]
     product = hs_prev @ params.w_hh.T  # [T, G]
     zero = product - sg(product)
-    return _attach(core, save, unroll, rates, params, carry, ps, zero, valid, mask, keep, final, ys, saved)
+    xs = None
+    if project is not None:
+        xs = sg(ps)
+        projected = jax.vmap(project, in_axes=(None, 0))(params, ps)
+        ps = projected - sg(projected)
+    return _attach(core, save, unroll, rates, project, params, carry, ps, zero, valid, mask, keep, final, ys, saved, xs)
 
 
 @jax.custom_jvp
@@ -138,17 +152,19 @@ def _first_order_jvp(primals, tangents):
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _attach(core, save, unroll, rates, params, carry, ps, zero, valid, mask, keep, final, ys, saved):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
+def _attach(core, save, unroll, rates, project, params, carry, ps, zero, valid, mask, keep, final, ys, saved, xs):
     """Return the forward scan's ``(final, ys)``; its VJP is the backward scan."""
     return final, ys
 
 
-def _attach_fwd(core, save, unroll, rates, params, carry, ps, zero, valid, mask, keep, final, ys, saved):
-    return (final, ys), (params, ps, valid, mask, keep, final, ys, saved)
+def _attach_fwd(core, save, unroll, rates, project, params, carry, ps, zero, valid, mask, keep, final, ys, saved, xs):
+    # In-loop projection: the backward scan reads the inputs, not the zero-valued ps.
+    inputs = ps if project is None else xs
+    return (final, ys), (params, inputs, valid, mask, keep, final, ys, saved)
 
 
-def _attach_bwd(core, save, unroll, rates, residuals, cotangents):
+def _attach_bwd(core, save, unroll, rates, project, residuals, cotangents):
     params, ps, valid, mask, keep, final, ys, saved = residuals
     params = _first_order(params)  # differentiating this backward pass is an error
     d_final, dys = cotangents
@@ -158,6 +174,8 @@ def _attach_bwd(core, save, unroll, rates, residuals, cotangents):
     def body(acc, inputs):
         dc, d_small = acc
         s, p, dy, v, k = inputs
+        if project is not None:
+            p = project(params, p)
         c, r = s if save == "products" else (s, w_hh @ _masked(s.h, mask))
         k = rates if k is None else k
         _, pullback = jax.vjp(lambda sm, c, p, r: core_step(core, sm, c, p, r, k), small, c, p, r)
@@ -179,7 +197,7 @@ def _attach_bwd(core, save, unroll, rates, residuals, cotangents):
     d_params = d_small._replace(w_ih=jnp.zeros_like(params.w_ih), w_hh=jnp.zeros_like(w_hh))
     # None: the masks are constants, and the forward scan's results were
     # computed outside autodiff.
-    return d_params, d_carry, dps, drs, None, None, None, None, None, None
+    return d_params, d_carry, dps, drs, None, None, None, None, None, None, None
 
 
 _attach.defvjp(_attach_fwd, _attach_bwd)

@@ -196,6 +196,7 @@ def recurrent(
     recurrent_dropout: float = 0.0,
     zoneout=0.0,
     learn_initial_carry: bool = False,
+    hoist=None,
 ) -> Layer:
     """A recurrent layer: ``cell`` unrolled over the sequence.
 
@@ -205,8 +206,9 @@ def recurrent(
         (zeros past ``length``); ``False`` the output at the last valid step
         ``[H]`` (many-to-one, Keras' default).
       unroll_steps: passed to :func:`jax.lax.scan` as ``unroll``.
-      remat, backward: passed to :func:`scanrnn.unroll` (memory for time in
-        the backward pass; hand-written or autodiff BPTT).
+      remat, backward, hoist: passed to :func:`scanrnn.unroll` (memory for
+        time in the backward pass; hand-written or autodiff BPTT; the input
+        projection before the scan or inside it).
       dropout, recurrent_dropout, zoneout: rates in ``[0, 1)`` passed to
         :func:`scanrnn.unroll` with the ``key`` of ``apply``: a variational
         mask on the inputs, one on the hidden state where it enters a
@@ -235,7 +237,7 @@ def recurrent(
     >>> ys.shape, carry.h.shape
     ((3, 4), (4,))
     """
-    check_unroll_options(remat, backward)  # when the layer is built, not when first traced
+    check_unroll_options(remat, backward, hoist)  # when the layer is built, not when first traced
     rates = _rate_options(dropout, recurrent_dropout, zoneout)
 
     def init(key, input_size):
@@ -254,6 +256,7 @@ def recurrent(
         options = {} if rates is None else dict(rates, key=key)
         final, ys = unroll(
             cell, cell_params, xs, start, length=length, unroll=unroll_steps, remat=remat, backward=backward,
+            hoist=hoist,
             **options,
         )  # checks xs, length and a learned carry
         ys = ys if return_sequences else last_valid(ys, length)
@@ -274,6 +277,7 @@ def bidirectional(
     recurrent_dropout: float = 0.0,
     zoneout=0.0,
     learn_initial_carry: bool = False,
+    hoist=None,
 ) -> Layer:
     """A bidirectional layer: ``cell`` run forwards and backwards in one scan.
 
@@ -289,7 +293,7 @@ def bidirectional(
         step with the backward output at step 0 (after it read the whole
         sequence), as Keras and PyTorch's ``h_n`` do.
       unroll_steps, remat, backward, dropout, recurrent_dropout, zoneout,
-        learn_initial_carry: as for :func:`recurrent`; the key is split
+        learn_initial_carry, hoist: as for :func:`recurrent`; the key is split
         between the directions, and a learned carry has a leading direction
         axis of 2.
 
@@ -298,7 +302,7 @@ def bidirectional(
     axis of 2: the forward direction's after step ``length - 1``, and the
     backward direction's after it read the valid part down to step 0.
     """
-    check_unroll_options(remat, backward)
+    check_unroll_options(remat, backward, hoist)
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {sorted(MERGES)}, got {merge!r}")
     rates = _rate_options(dropout, recurrent_dropout, zoneout)
@@ -322,6 +326,7 @@ def bidirectional(
         options = {} if rates is None else dict(rates, key=key)
         final, ys = unroll_bidirectional(
             cell, cell_params, xs, start, length=length, unroll=unroll_steps, remat=remat, backward=backward,
+            hoist=hoist,
             **options,
         )  # checks xs and length
         # Index the direction axis leaf by leaf: a user cell's y may be a pytree.

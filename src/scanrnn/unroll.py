@@ -123,12 +123,14 @@ REMATS = ("none", "step", "sqrt")
 BACKWARDS = ("auto", "autodiff")
 
 
-def check_unroll_options(remat, backward) -> None:
-    """Raise a ValueError unless ``remat`` and ``backward`` are known options."""
+def check_unroll_options(remat, backward, hoist=None) -> None:
+    """Raise a ValueError unless ``remat``, ``backward`` and ``hoist`` are known options."""
     if remat not in REMATS:
         raise ValueError(f"remat must be one of {REMATS}, got {remat!r}")
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    if hoist not in (None, True, False) or isinstance(hoist, int) and not isinstance(hoist, bool):
+        raise ValueError(f"hoist must be None, True or False, got {hoist!r}")
 
 
 def prepare_sequence(cell, params, xs, carry, length):
@@ -149,30 +151,51 @@ def _registered_core(step):
         return None
 
 
-def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll, mask, rates):
+def hoist_default() -> bool:
+    """Whether :func:`unroll` hoists the input projection out of the scan on the default backend.
+
+    On a CPU the scan projects each step's input inside the loop, as the
+    matrix product of one step (a few ``[B, I] x [I, G]`` rows) is cheap
+    there and its result stays in cache, while the hoisted projection of all
+    steps is a ``[T, B, G]`` array written to and read back from memory, in
+    the batch-major order that ``jax.vmap`` gives it and then transposed to
+    the scan's time-major order (measured in ``experiments/benchmarks``).
+    On accelerators the one large product is what cuDNN does, and the
+    default keeps it.
+    """
+    return jax.default_backend() != "cpu"
+
+
+def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll, mask, rates, hoist):
     """Project and scan ``xs [n, I]``; ``valid`` is a boolean ``[n]`` or ``None``.
 
     ``mask`` (recurrent dropout), ``keep`` (zoneout masks ``[n, ...]`` per
     carry leaf) and ``rates`` (zoneout's expectation) are ``None`` or as
-    :func:`_unroll_sequence` describes them.
+    :func:`_unroll_sequence` describes them. ``hoist``: project all steps
+    before the scan (one matrix product) or each step inside it.
     """
     project = getattr(cell, "project", None)
     step = getattr(cell, "step", None)
     masked_step = getattr(cell, "masked_step", None)
     regularised = mask is not None or keep is not None or rates is not None
     if project is None or step is None:
-        inputs, body = xs, cell.apply
+        inputs, body, to_p = xs, cell.apply, None
     else:
-        # One [T, I] x [I, G] product: vmap of a matrix-vector product.
-        inputs = jax.vmap(project, in_axes=(None, 0))(params, xs)
+        if hoist:
+            # One [T, I] x [I, G] product: vmap of a matrix-vector product.
+            inputs, to_p = jax.vmap(project, in_axes=(None, 0))(params, xs), None
+        else:
+            inputs, to_p = xs, project
         body = step
         core = _registered_core(step) if backward == "auto" else None
         if core is not None:
             save = "carries" if remat == "step" else "products"
             h_mask = None if mask is None else mask.h
-            return recurrent_scan(core, save, unroll, params, carry, inputs, valid, h_mask, keep, rates)
+            return recurrent_scan(core, save, unroll, params, carry, inputs, valid, h_mask, keep, rates, to_p)
 
     def cell_step(c, x, k):
+        if to_p is not None:
+            x = to_p(params, x)
         if regularised and masked_step is not None:
             return masked_step(params, c, x, mask, k)
         new_c, y = body(params, c, x)
@@ -194,7 +217,7 @@ def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll
     return lax.scan(scan_body, carry, (inputs, valid, keep), unroll=unroll)
 
 
-def _scan_segments(cell, params, carry, xs, valid, keep, *, backward, unroll, mask, rates):
+def _scan_segments(cell, params, carry, xs, valid, keep, *, backward, unroll, mask, rates, hoist):
     """``remat="sqrt"``: segments of about sqrt(T) steps, each recomputed in the backward pass."""
     num_steps = xs.shape[0]
     size = max(1, math.isqrt(num_steps - 1) + 1) if num_steps > 1 else 1  # ceil(sqrt(T))
@@ -214,7 +237,8 @@ def _scan_segments(cell, params, carry, xs, valid, keep, *, backward, unroll, ma
     def segment(c, inp):
         x, v, k = inp
         return _scan_steps(
-            cell, params, c, x, v, k, remat="none", backward=backward, unroll=unroll, mask=mask, rates=rates
+            cell, params, c, x, v, k, remat="none", backward=backward, unroll=unroll, mask=mask, rates=rates,
+            hoist=hoist,
         )
 
     carry, ys = lax.scan(segment, carry, (xs, valid, keep))
@@ -263,7 +287,7 @@ def _check_recurrent_dropout(cell, params, xs, carry) -> None:
     jax.eval_shape(probe, params, carry, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
 
 
-def _unroll_sequence(cell, params, xs, carry, length, reverse, unroll, remat, backward, reg):
+def _unroll_sequence(cell, params, xs, carry, length, reverse, unroll, remat, backward, reg, hoist=None):
     """:func:`unroll` after its checks, with ``reg = (input_mask, recurrent_mask, keep, rates)``.
 
     ``input_mask [I]`` multiplies every step's input; ``recurrent_mask`` is
@@ -302,7 +326,8 @@ def _unroll_sequence(cell, params, xs, carry, length, reverse, unroll, remat, ba
         if reverse:
             xs, keep = jax.tree.map(lambda a: flip_valid(a, length), (xs, keep))
 
-    options = dict(backward=backward, unroll=unroll, mask=mask, rates=rates)
+    hoist = hoist_default() if hoist is None else hoist
+    options = dict(backward=backward, unroll=unroll, mask=mask, rates=rates, hoist=hoist)
     if remat == "sqrt":
         carry, ys = _scan_segments(cell, params, carry, xs, valid, keep, **options)
     else:
@@ -331,6 +356,7 @@ def unroll(
     recurrent_dropout: float = 0.0,
     zoneout: Any = 0.0,
     key=None,
+    hoist: Optional[bool] = None,
 ):
     """Run ``cell`` over one sequence with :func:`jax.lax.scan`.
 
@@ -378,13 +404,16 @@ def unroll(
         drawn as :func:`scanrnn.regularization.sample_masks` draws them).
         Every rate is a float in ``[0, 1)``; rates of 0 give exactly the
         unregularised result, with or without a key.
+      hoist: for cells with ``project`` and ``step`` (all the built-in
+        ones), ``True`` computes the input projection of all ``T`` steps as
+        one matrix product before the scan and runs only ``step`` inside it;
+        ``False`` projects each step's input inside the scan. ``None`` (the
+        default) is :func:`hoist_default`: inside the scan on a CPU, before
+        it elsewhere. The numbers are the same up to rounding.
 
     Returns:
       ``(final_carry, ys)``, ``ys`` with a leading axis of size ``T``.
-
-    For cells with ``project`` and ``step`` (all the built-in ones) the input
-    projection of all ``T`` steps is one matrix product before the scan, and
-    only ``step`` runs inside it. Called outside :func:`jax.jit`, each call
+ Called outside :func:`jax.jit`, each call
     traces and compiles its scan again; wrap the surrounding function in
     ``jax.jit`` for repeated use.
 
@@ -395,12 +424,12 @@ def unroll(
     >>> ys.shape, bool((ys[4] == 0).all())
     ((5, 8), True)
     """
-    check_unroll_options(remat, backward)
+    check_unroll_options(remat, backward, hoist)
     if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
         raise ValueError(f"unroll must be a positive int, got {unroll!r}")
     xs, carry, length = prepare_sequence(cell, params, xs, carry, length)
     reg = check_regularization(cell, params, xs, carry, dropout, recurrent_dropout, zoneout, key)
-    return _unroll_sequence(cell, params, xs, carry, length, reverse, unroll, remat, backward, reg)
+    return _unroll_sequence(cell, params, xs, carry, length, reverse, unroll, remat, backward, reg, hoist)
 
 
 _unroll = unroll  # the name `unroll` is shadowed by the scan argument below
@@ -421,6 +450,7 @@ def unroll_batch(
     recurrent_dropout=0.0,
     zoneout=0.0,
     key=None,
+    hoist=None,
 ):
     """:func:`unroll` over a batch, the batch axis first: ``jax.vmap`` of it.
 
@@ -428,7 +458,7 @@ def unroll_batch(
       xs: ``[B, T, input_size]``.
       carry: ``None`` (zeros) or a carry whose leaves have a leading ``B`` axis.
       length: ``None`` or an integer array of shape ``[B]``.
-      dropout, recurrent_dropout, zoneout: as for :func:`unroll`.
+      dropout, recurrent_dropout, zoneout, hoist: as for :func:`unroll`.
       key: ``None`` or ONE PRNG key; example ``b`` gets
         ``jax.random.split(key, B)[b]``, so every example has its own masks.
 
@@ -445,7 +475,7 @@ def unroll_batch(
     def one(x, c, n, k):
         return _unroll(
             cell, params, x, c, length=n, reverse=reverse, unroll=unroll, remat=remat, backward=backward,
-            dropout=dropout, recurrent_dropout=recurrent_dropout, zoneout=zoneout, key=k,
+            dropout=dropout, recurrent_dropout=recurrent_dropout, zoneout=zoneout, key=k, hoist=hoist,
         )
 
     def axis(a):
@@ -468,6 +498,7 @@ def unroll_bidirectional(
     recurrent_dropout=0.0,
     zoneout=0.0,
     key=None,
+    hoist=None,
 ):
     """Both directions of a bidirectional layer in ONE scan.
 
@@ -481,8 +512,8 @@ def unroll_bidirectional(
       xs: ``[T, input_size]``.
       carry: ``None`` or initial carries with a leading direction axis of size 2.
       length: optional integer scalar, the valid prefix.
-      unroll, remat, backward, dropout, recurrent_dropout, zoneout: as for
-        :func:`unroll`; each direction has its own masks.
+      unroll, remat, backward, dropout, recurrent_dropout, zoneout, hoist: as
+        for :func:`unroll`; each direction has its own masks.
       key: ``None`` or ONE PRNG key (of one sequence: under ``jax.vmap`` pass
         one per example); ``k_forward, k_backward = jax.random.split(key)``.
 
@@ -509,7 +540,7 @@ def unroll_bidirectional(
             "bidirectional params must be the cell's params stacked on a leading direction axis "
             f"of size 2 (jax.vmap of cell.init); one direction's slice is not: {error}"
         ) from error
-    check_unroll_options(remat, backward)
+    check_unroll_options(remat, backward, hoist)
     if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
         raise ValueError(f"unroll must be a positive int, got {unroll!r}")
     n = jnp.asarray(xs.shape[0]) if length is None else length
@@ -530,7 +561,7 @@ def unroll_bidirectional(
         masks, rates = (drawn.inputs, drawn.recurrent, keep), None
 
     def one_direction(p, x, c, m):
-        return _unroll_sequence(cell, p, x, c, length, False, unroll, remat, backward, (*m, rates))
+        return _unroll_sequence(cell, p, x, c, length, False, unroll, remat, backward, (*m, rates), hoist)
 
     carries, ys = jax.vmap(one_direction)(params, both, carry, masks)
     ys = jax.tree.map(lambda y: jnp.stack([y[0], flip_valid(y[1], n)]), ys)
