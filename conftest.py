@@ -12,6 +12,10 @@ import pytest
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_enable_x64", True)
+# The tests run tiny shapes, where compiling is most of the time: XLA's lighter
+# pipeline compiles them about a third faster. (The experiments' --quick runs
+# are subprocesses and keep the default.)
+jax.config.update("jax_disable_most_optimizations", True)
 
 
 @pytest.fixture

@@ -26,6 +26,10 @@ MODULES = [
     "scanrnn.minimal",
     "scanrnn.diagnostics",
     "scanrnn.ctc",
+    "scanrnn.seq2seq",
+    "scanrnn.dates",
+    "scanrnn.text",
+    "scanrnn.regularization",
 ]
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 

@@ -10,14 +10,20 @@ The whole API:
   and NARX networks (:mod:`scanrnn.classic`) keep the same contract.
 - unrolling (:mod:`scanrnn.unroll`): :func:`unroll` over one sequence,
   :func:`unroll_batch` over a batch, :func:`unroll_bidirectional`.
-- layers and models (:mod:`scanrnn.layers`): ``Layer(init, apply)`` made by
-  :func:`recurrent`, :func:`bidirectional`, :func:`dense`, :func:`serial`,
-  and :func:`causal_conv` (:mod:`scanrnn.conv`).
+- layers and models (:mod:`scanrnn.layers`): ``Layer(init, apply,
+  initial_carry)`` made by :func:`recurrent`, :func:`bidirectional`,
+  :func:`dense`, :func:`dropout`, :func:`serial`, and :func:`causal_conv`
+  (:mod:`scanrnn.conv`); ``apply(params, xs, length=None, *, key=None,
+  carry=None)``, training with a key, stateful with a carry.
+- regularisation (:mod:`scanrnn.regularization`): the masks of dropout,
+  recurrent dropout and zoneout that :func:`unroll` draws from a key.
 - training (:mod:`scanrnn.train`), data (:mod:`scanrnn.data`), plots
   (:mod:`scanrnn.plot`), PyTorch interop (:mod:`scanrnn.interop`), the first
   seed's hand-written BPTT (:mod:`scanrnn.bptt`), gradient diagnostics
-  (:mod:`scanrnn.diagnostics`) and connectionist temporal classification
-  (:mod:`scanrnn.ctc`).
+  (:mod:`scanrnn.diagnostics`), connectionist temporal classification
+  (:mod:`scanrnn.ctc`), encoder-decoders with attention and beam search
+  (:mod:`scanrnn.seq2seq`), character-level text (:mod:`scanrnn.text`) and
+  the dates of the translation study (:mod:`scanrnn.dates`).
 """
 
 from .cells import (
@@ -36,12 +42,28 @@ from .cells import (
     lstm,
     simple_rnn,
 )
-from .layers import DenseParams, Layer, bidirectional, dense, last_valid, recurrent, serial
+from .layers import DenseParams, Layer, RecurrentParams, bidirectional, dense, dropout, last_valid, recurrent, serial
 from .unroll import flip_valid, unroll, unroll_batch, unroll_bidirectional
 from .conv import ConvParams, causal_conv
 from .classic import elman, jordan, narx
 from .minimal import MinGRUParams, MinLSTMParams, min_gru, min_lstm
-from . import bptt, checkpoint, classic, conv, ctc, data, diagnostics, interop, minimal, plot, train  # noqa: E402
+from . import (  # noqa: E402
+    bptt,
+    checkpoint,
+    classic,
+    conv,
+    ctc,
+    data,
+    dates,
+    diagnostics,
+    interop,
+    minimal,
+    plot,
+    regularization,
+    seq2seq,
+    text,
+    train,
+)
 
 __version__ = "0.1.0"
 
@@ -58,6 +80,7 @@ __all__ = [
     "LayerNormLSTMParams",
     "LayerNormRNNParams",
     "PeepholeLSTMParams",
+    "RecurrentParams",
     "RNNCarry",
     "RNNParams",
     "bidirectional",
@@ -68,7 +91,9 @@ __all__ = [
     "conv",
     "ctc",
     "data",
+    "dates",
     "diagnostics",
+    "dropout",
     "elman",
     "interop",
     "jordan",
@@ -77,6 +102,9 @@ __all__ = [
     "min_gru",
     "min_lstm",
     "plot",
+    "regularization",
+    "seq2seq",
+    "text",
     "train",
     "dense",
     "flip_valid",

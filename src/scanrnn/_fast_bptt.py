@@ -76,9 +76,12 @@ def _forward(core, save, unroll, rates, project, params, carry, ps, valid, mask,
         p, v, k = inputs
         if project is not None:
             p = project(params, p)
-        r = w_hh @ _masked(c.h, mask)
+        r = _masked(c.h, mask) @ w_hh.T
         new_c, y = core_step(core, small, c, p, r, rates if k is None else k)
-        saved = {"products": (c, r), "carries": c}.get(save)
+        if save == "carries":
+            saved = c
+        else:  # products, and the projection when it is made in the loop
+            saved = (c, r) if project is None else (c, r, p)
         if v is not None:
             new_c = _select(v, new_c, c)
             y = _zero_unless(v, y)
@@ -159,8 +162,9 @@ def _attach(core, save, unroll, rates, project, params, carry, ps, zero, valid, 
 
 
 def _attach_fwd(core, save, unroll, rates, project, params, carry, ps, zero, valid, mask, keep, final, ys, saved, xs):
-    # In-loop projection: the backward scan reads the inputs, not the zero-valued ps.
-    inputs = ps if project is None else xs
+    # In-loop projection: the backward scan reads the saved projections, or the inputs to
+    # recompute them from (remat="step"), not the zero-valued ps.
+    inputs = ps if project is None else xs if save == "carries" else None
     return (final, ys), (params, inputs, valid, mask, keep, final, ys, saved)
 
 
@@ -174,9 +178,12 @@ def _attach_bwd(core, save, unroll, rates, project, residuals, cotangents):
     def body(acc, inputs):
         dc, d_small = acc
         s, p, dy, v, k = inputs
-        if project is not None:
-            p = project(params, p)
-        c, r = s if save == "products" else (s, w_hh @ _masked(s.h, mask))
+        if save == "products":
+            c, r, *kept = s
+            p = kept[0] if kept else p
+        else:
+            c, r = s, _masked(s.h, mask) @ w_hh.T
+            p = p if project is None else project(params, p)
         k = rates if k is None else k
         _, pullback = jax.vjp(lambda sm, c, p, r: core_step(core, sm, c, p, r, k), small, c, p, r)
         ds, dc_prev, dp, dr = pullback((dc, dy))

@@ -177,7 +177,7 @@ def _make_cell(
 
 def _output_layer(params, h):
     """The linear output layer ``y = V h + c`` the three cells share."""
-    return params.w_ho @ h + params.b_o
+    return h @ params.w_ho.T + params.b_o
 
 
 def _check_sizes(hidden_size, output_size) -> None:
@@ -251,11 +251,11 @@ def jordan(
         )
 
     def project(params, x):
-        return params.w_ih @ x + params.b
+        return x @ params.w_ih.T + params.b
 
     def step(params, carry, p, mask):
         mu = carry.memory
-        h = phi(p + params.w_mh @ (mu if mask is None else mu * mask.memory))
+        h = phi(p + (mu if mask is None else mu * mask.memory) @ params.w_mh.T)
         y = _output_layer(params, h)
         return JordanCarry(alpha * mu + y), y
 
@@ -311,11 +311,11 @@ def elman(
         )
 
     def project(params, x):
-        return params.w_ih @ x + params.b
+        return x @ params.w_ih.T + params.b
 
     def step(params, carry, p, mask):
         context = carry.context if mask is None else carry.context * mask.context
-        h = phi(p + params.w_hh @ context)
+        h = phi(p + context @ params.w_hh.T)
         return ElmanCarry(h), _output_layer(params, h)
 
     return _make_cell("elman", ElmanParams, ElmanCarry, shapes, lambda I: {"context": (H,)},
@@ -377,12 +377,12 @@ def narx(
         )
 
     def project(params, x):
-        return params.w_ih @ x + params.b, x
+        return x @ params.w_ih.T + params.b, x
 
     def step(params, carry, p, mask):
         current, x = p
         outputs = carry.outputs if mask is None else carry.outputs * mask.outputs
-        h = phi(current + params.w_xh @ carry.inputs.reshape(-1) + params.w_yh @ outputs.reshape(-1))
+        h = phi(current + carry.inputs.reshape(-1) @ params.w_xh.T + outputs.reshape(-1) @ params.w_yh.T)
         y = _output_layer(params, h)
         # Shift both delay lines by one step, the newest value first.
         inputs = jnp.concatenate([x[None], carry.inputs[:-1]])

@@ -369,7 +369,7 @@ def dense(
 
     def affine(params, x):
         _cells._check_x("dense", x, params.w)
-        return params.w @ x + params.b
+        return x @ params.w.T + params.b
 
     def outputs(params, xs, length):
         if not isinstance(params, DenseParams):

@@ -193,7 +193,7 @@ def _make_min_cell(name, hidden_size, mode, params_cls, gates, make_params, step
     def project(params, x):
         check(params)
         _check_x(name, x, params.w_ih)
-        return params.w_ih @ x + params.b
+        return x @ params.w_ih.T + params.b
 
     def check_p(ps, rank):
         expected = (gates * H,)
