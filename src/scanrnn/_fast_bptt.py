@@ -78,10 +78,7 @@ def _forward(core, save, unroll, rates, project, params, carry, ps, valid, mask,
             p = project(params, p)
         r = _masked(c.h, mask) @ w_hh.T
         new_c, y = core_step(core, small, c, p, r, rates if k is None else k)
-        if save == "carries":
-            saved = c
-        else:  # products, and the projection when it is made in the loop
-            saved = (c, r) if project is None else (c, r, p)
+        saved = {"products": (c, r), "carries": c}.get(save)
         if v is not None:
             new_c = _select(v, new_c, c)
             y = _zero_unless(v, y)
@@ -162,9 +159,9 @@ def _attach(core, save, unroll, rates, project, params, carry, ps, zero, valid, 
 
 
 def _attach_fwd(core, save, unroll, rates, project, params, carry, ps, zero, valid, mask, keep, final, ys, saved, xs):
-    # In-loop projection: the backward scan reads the saved projections, or the inputs to
-    # recompute them from (remat="step"), not the zero-valued ps.
-    inputs = ps if project is None else xs if save == "carries" else None
+    # In-loop projection: the backward scan recomputes each step's projection from its
+    # input (a product of I columns, cheaper to redo than a [T, G] array is to keep).
+    inputs = ps if project is None else xs
     return (final, ys), (params, inputs, valid, mask, keep, final, ys, saved)
 
 
@@ -178,12 +175,9 @@ def _attach_bwd(core, save, unroll, rates, project, residuals, cotangents):
     def body(acc, inputs):
         dc, d_small = acc
         s, p, dy, v, k = inputs
-        if save == "products":
-            c, r, *kept = s
-            p = kept[0] if kept else p
-        else:
-            c, r = s, _masked(s.h, mask) @ w_hh.T
-            p = p if project is None else project(params, p)
+        c, r = s if save == "products" else (s, _masked(s.h, mask) @ w_hh.T)
+        if project is not None:
+            p = project(params, p)
         k = rates if k is None else k
         _, pullback = jax.vjp(lambda sm, c, p, r: core_step(core, sm, c, p, r, k), small, c, p, r)
         ds, dc_prev, dp, dr = pullback((dc, dy))
