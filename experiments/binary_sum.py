@@ -62,6 +62,7 @@ from jax.nn import initializers  # noqa: E402
 import scanrnn as sr  # noqa: E402
 from scanrnn import bptt, data, plot  # noqa: E402
 from scanrnn.train import mse  # noqa: E402
+from _tables import table  # noqa: E402  (experiments/_tables.py)
 
 DTYPE = jnp.float64
 WIDTHS = (6, 4)
@@ -242,14 +243,6 @@ def plot_weights(params, path, title):
             ax.set_ylabel("to unit")
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
-
-
-def table(rows, header) -> str:
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

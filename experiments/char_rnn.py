@@ -51,6 +51,7 @@ import optax  # noqa: E402
 import scanrnn as sr  # noqa: E402
 from scanrnn import text  # noqa: E402
 from scanrnn.train import Batch, batch_initial_carry, make_tbptt_step, softmax_cross_entropy, stream_batches  # noqa: E402
+from _tables import table  # noqa: E402  (experiments/_tables.py)
 
 MIN_COUNT = 10  # rarer training characters map to the unknown id
 TEMPERATURES = (0.5, 0.8, 1.0)
@@ -81,14 +82,6 @@ def plot_learning_curve(curve, train_curve, log_every, unigram, path):
     ax.grid(True)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)
-
-
-def table(rows, header) -> str:
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def write_markdown(path, result, rows, header):

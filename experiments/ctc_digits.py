@@ -49,6 +49,7 @@ import optax  # noqa: E402
 
 import scanrnn as sr  # noqa: E402
 from scanrnn.ctc import ctc_beam_search, ctc_greedy_decode, ctc_loss, edit_distance, label_error_rate  # noqa: E402
+from _tables import table  # noqa: E402  (experiments/_tables.py)
 
 FEATURES = 16
 NUM_DIGITS = (1, 6)  # digits per example, inclusive
@@ -227,14 +228,6 @@ def plot_learning_curve(curve, path):
     right.grid(True)
     right.legend(fontsize=8)
     fig.savefig(path, dpi=100)
-
-
-def table(rows, header) -> str:
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------

@@ -47,6 +47,7 @@ import optax  # noqa: E402
 import scanrnn as sr  # noqa: E402
 from scanrnn import dates  # noqa: E402
 from scanrnn.seq2seq import additive_attention, beam_decode, general_attention, greedy_decode, seq2seq  # noqa: E402
+from _tables import table, markdown_table  # noqa: E402  (experiments/_tables.py)
 
 FULL = dict(train=50000, test=2000, embed=32, encoder=64, decoder=128, attention=64, steps=1000, batch=64,
             lr=3e-3, clip=1.0, beam=4, alpha=0.6, eval_every=250, held_out=0.1, plot_examples=4)
@@ -95,19 +96,6 @@ def accuracy(tokens, test: dates.DateExamples) -> tuple[float, list]:
     """Exact-sequence accuracy and the decoded strings."""
     decoded = [dates.decode_target(t) for t in np.asarray(tokens)]
     return float(np.mean([d == iso for d, iso in zip(decoded, test.iso)])), decoded
-
-
-def table(rows, header) -> str:
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def markdown_table(rows, header) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
 def plot_attention(examples, path):
