@@ -409,7 +409,8 @@ def unroll(
         one matrix product before the scan and runs only ``step`` inside it;
         ``False`` projects each step's input inside the scan. ``None`` (the
         default) is :func:`hoist_default`: inside the scan on a CPU, before
-        it elsewhere. The numbers are the same up to rounding.
+        it elsewhere. The numbers are the same up to rounding. (Cells with
+        ``Cell.parallel`` always project all steps first.)
 
     Returns:
       ``(final_carry, ys)``, ``ys`` with a leading axis of size ``T``.
