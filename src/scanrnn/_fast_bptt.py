@@ -10,12 +10,15 @@ as cuDNN organises it:
   takes the carry's cotangent ``dc_t`` and the output's ``dy_t``, backpropagates
   them through the elementwise ``core`` (the gate deltas ``dp_t`` and ``dr_t``),
   and passes ``dc_{t-1} = core's carry cotangent + W_hh^T dr_t`` back in time.
-  The only matrix product inside the loop is that ``W_hh^T dr_t``;
+  The only matrix product inside the loop is that ``W_hh^T dr_t`` (and,
+  when the input projection runs inside the scan, the step's recomputed
+  projection ``W_ih x_t``);
 - after the scan, the weight gradient ``dW_hh = sum_t dr_t h_{t-1}^T`` is ONE
   matrix product over all steps (and all examples of a vmapped batch),
   ``dR^T H_prev`` of ``[G, B T] x [B T, H]``; the caller's autodiff of the
-  hoisted projection makes ``dW_ih`` and the input gradients one product
-  each. Autodiff through ``lax.scan`` instead accumulates ``dW_hh`` step by
+  hoisted projection (or of a zero-valued routing term, when the scan
+  projects each step itself) makes ``dW_ih`` and the input gradients one
+  product each. Autodiff through ``lax.scan`` instead accumulates ``dW_hh`` step by
   step inside the loop.
 
 The forward scan saves, per step, the previous carry and the recurrent
