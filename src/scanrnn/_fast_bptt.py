@@ -71,7 +71,11 @@ def _masked(h, mask):
     return h if mask is None else h * mask
 
 
-def _forward(core, save, unroll, rates, project, params, carry, ps, valid, mask, keep):
+def _product(h, w):
+    return h @ w.T
+
+
+def _forward(core, save, unroll, rates, project, product, params, carry, ps, valid, mask, keep):
     w_hh = params.w_hh
     small = _small(params)
 
@@ -79,7 +83,7 @@ def _forward(core, save, unroll, rates, project, params, carry, ps, valid, mask,
         p, v, k = inputs
         if project is not None:
             p = project(params, p)
-        r = _masked(c.h, mask) @ w_hh.T
+        r = product(_masked(c.h, mask), w_hh)
         new_c, y = core_step(core, small, c, p, r, rates if k is None else k)
         saved = {"products": (c, r), "carries": c}.get(save)
         if v is not None:
@@ -90,7 +94,9 @@ def _forward(core, save, unroll, rates, project, params, carry, ps, valid, mask,
     return lax.scan(body, carry, (ps, valid, keep), unroll=unroll)
 
 
-def recurrent_scan(core, save, unroll, params, carry, ps, valid, mask=None, keep=None, rates=None, project=None):
+def recurrent_scan(
+    core, save, unroll, params, carry, ps, valid, mask=None, keep=None, rates=None, project=None, product=None
+):
     """Scan a built-in cell's step over the projected inputs ``ps [T, G]``.
 
     With ``project`` (the cell's ``project``), ``ps`` are the inputs
@@ -98,7 +104,9 @@ def recurrent_scan(core, save, unroll, params, carry, ps, valid, mask=None, keep
     the backward scans; the input weight's gradient then comes through
     ``zero_p = P - stop_gradient(P)`` for the projection ``P`` of all steps,
     as the recurrent weight's does through ``zero`` below (for an affine
-    projection XLA drops the unused forward value of ``P``).
+    projection XLA drops the unused forward value of ``P``). ``product(h,
+    w_hh)`` is the cell's recurrent product (``h @ w_hh.T`` by default; in
+    mixed precision, :func:`scanrnn.cells.product` with a compute dtype).
 
     Returns ``(final_carry, ys)``: the same numbers as ``lax.scan`` of the
     cell's ``masked_step`` (``step`` without regularisation), with the
@@ -126,18 +134,23 @@ def recurrent_scan(core, save, unroll, params, carry, ps, valid, mask=None, keep
     ``backward="autodiff"``.
     """
     sg = lax.stop_gradient
-    final, (ys, saved) = _forward(core, save, unroll, rates, project, sg(params), sg(carry), sg(ps), valid, mask, keep)
+    product = product or _product
+    final, (ys, saved) = _forward(
+        core, save, unroll, rates, project, product, sg(params), sg(carry), sg(ps), valid, mask, keep
+    )
     hs_prev = saved[0].h if save == "products" else saved.h
     if mask is not None:
         hs_prev = hs_prev * mask[None, :]
-    product = hs_prev @ params.w_hh.T  # [T, G]
-    zero = product - sg(product)
+    routed = product(hs_prev, params.w_hh)  # [T, G]
+    zero = routed - sg(routed)
     xs = None
     if project is not None:
         xs = sg(ps)
         projected = jax.vmap(project, in_axes=(None, 0))(params, ps)
         ps = projected - sg(projected)
-    return _attach(core, save, unroll, rates, project, params, carry, ps, zero, valid, mask, keep, final, ys, saved, xs)
+    return _attach(
+        core, save, unroll, rates, project, product, params, carry, ps, zero, valid, mask, keep, final, ys, saved, xs
+    )
 
 
 @jax.custom_jvp
@@ -155,20 +168,22 @@ def _first_order_jvp(primals, tangents):
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
-def _attach(core, save, unroll, rates, project, params, carry, ps, zero, valid, mask, keep, final, ys, saved, xs):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4, 5))
+def _attach(core, save, unroll, rates, project, product, params, carry, ps, zero, valid, mask, keep, final, ys, saved, xs):
     """Return the forward scan's ``(final, ys)``; its VJP is the backward scan."""
     return final, ys
 
 
-def _attach_fwd(core, save, unroll, rates, project, params, carry, ps, zero, valid, mask, keep, final, ys, saved, xs):
+def _attach_fwd(
+    core, save, unroll, rates, project, product, params, carry, ps, zero, valid, mask, keep, final, ys, saved, xs
+):
     # In-loop projection: the backward scan recomputes each step's projection from its
     # input (a product of I columns, cheaper to redo than a [T, G] array is to keep).
     inputs = ps if project is None else xs
     return (final, ys), (params, inputs, valid, mask, keep, final, ys, saved)
 
 
-def _attach_bwd(core, save, unroll, rates, project, residuals, cotangents):
+def _attach_bwd(core, save, unroll, rates, project, product, residuals, cotangents):
     params, ps, valid, mask, keep, final, ys, saved = residuals
     params = _first_order(params)  # differentiating this backward pass is an error
     d_final, dys = cotangents
@@ -178,14 +193,16 @@ def _attach_bwd(core, save, unroll, rates, project, residuals, cotangents):
     def body(acc, inputs):
         dc, d_small = acc
         s, p, dy, v, k = inputs
-        c, r = s if save == "products" else (s, _masked(s.h, mask) @ w_hh.T)
+        c, r = s if save == "products" else (s, product(_masked(s.h, mask), w_hh))
         if project is not None:
             p = project(params, p)
         k = rates if k is None else k
         _, pullback = jax.vjp(lambda sm, c, p, r: core_step(core, sm, c, p, r, k), small, c, p, r)
         ds, dc_prev, dp, dr = pullback((dc, dy))
         # The error signal in time: + (W_hh^T dr) * m, through the masked product.
-        dc_prev = dc_prev._replace(h=dc_prev.h + _masked(dr @ w_hh, mask))
+        # (The transpose of the product, W_hh^T dr, in the product's own precision.)
+        (dh,) = jax.linear_transpose(lambda h: product(h, w_hh), c.h)(dr)
+        dc_prev = dc_prev._replace(h=dc_prev.h + _masked(dh, mask))
         if v is not None:
             dc_prev = _select(v, dc_prev, dc)
             dp, dr, ds = _zero_unless(v, (dp, dr, ds))

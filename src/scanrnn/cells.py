@@ -29,6 +29,12 @@ after zoneout.
 
 Weights follow the convention ``W x`` (shape ``[out, in]``) of the first seed
 and of PyTorch; gates are stacked along the first axis in PyTorch's order.
+Every factory takes ``compute_dtype`` (default ``None``): with
+``compute_dtype=jnp.bfloat16`` the cell's matrix products cast their
+operands to bfloat16 and accumulate in the params' float32
+(:func:`product`), while params, carries and the elementwise maths stay
+float32: mixed precision for accelerators with fast bfloat16 products.
+
 Default initialisers follow Keras: Glorot-uniform input kernels, orthogonal
 recurrent kernels, zero biases (and the LSTM forget-gate bias set to
 ``forget_bias``). Each can be replaced by any ``init(key, shape, dtype)``
@@ -249,9 +255,33 @@ def _layer_norm(z: Array, scale: Array, offset: Optional[Array], epsilon: float)
     return out if offset is None else out + offset
 
 
-# checked ``step`` of a built-in cell -> its ``core(params, carry, p, r)``; see
+def _check_compute_dtype(compute_dtype) -> None:
+    if compute_dtype is not None and not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
+        raise ValueError(f"compute_dtype must be None or a floating dtype such as jnp.bfloat16, got {compute_dtype!r}")
+
+
+def product(x: Array, w: Array, compute_dtype=None) -> Array:
+    """``x @ w.T``, the matrix product of a cell; with ``compute_dtype``, mixed precision.
+
+    ``compute_dtype`` (e.g. ``jnp.bfloat16``) is the dtype both operands are
+    cast to; the products accumulate in, and return, ``w``'s dtype (the
+    params' float32), so the carry and everything elementwise stay float32.
+    """
+    if compute_dtype is None:
+        return x @ w.T
+    return jnp.matmul(x.astype(compute_dtype), w.T.astype(compute_dtype), preferred_element_type=w.dtype)
+
+
+class Recurrence(NamedTuple):
+    """What the hand-written backward pass needs of a built-in cell (see :func:`_make_cell`)."""
+
+    core: Callable  # core(params, carry, p, r)
+    product: Callable  # product(h, w_hh) -> r, the recurrent product
+
+
+# checked ``step`` of a built-in cell -> its :class:`Recurrence`; see
 # :func:`_make_cell`. Weak keys: a cell that is dropped leaves no entry behind.
-RECURRENT_CORES: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
+RECURRENT_CORES: "weakref.WeakKeyDictionary[Callable, Recurrence]" = weakref.WeakKeyDictionary()
 
 
 def core_step(core: Callable, params, carry, p, r, keep=None):
@@ -281,6 +311,7 @@ def _make_cell(
     project: Callable,
     core: Optional[Callable] = None,
     masked_step: Optional[Callable] = None,
+    compute_dtype=None,
 ) -> Cell:
     """Assemble a built-in :class:`Cell` with its shape checks.
 
@@ -308,7 +339,7 @@ def _make_cell(
 
         def masked_step(params, carry, p, mask, keep):
             h = carry.h if mask is None else carry.h * mask.h
-            return core_step(core, params, carry, p, h @ params.w_hh.T, keep)
+            return core_step(core, params, carry, p, product(h, params.w_hh, compute_dtype), keep)
 
     def step(params, carry, p):
         return masked_step(params, carry, p, None, None)
@@ -346,7 +377,7 @@ def _make_cell(
         return checked_step(params, carry, checked_project(params, x))
 
     if core is not None:
-        RECURRENT_CORES[checked_step] = core
+        RECURRENT_CORES[checked_step] = Recurrence(core, lambda h, w: product(h, w, compute_dtype))
     return Cell(init, initial_carry, apply, checked_project, checked_step, None, checked_masked_step)
 
 
@@ -366,6 +397,7 @@ def simple_rnn(
     recurrent_init: Initializer = orthogonal,
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     r"""The simple (Elman) recurrent cell.
 
@@ -386,6 +418,7 @@ def simple_rnn(
     (4,)
     """
     _check_hidden_size(hidden_size)
+    _check_compute_dtype(compute_dtype)
     phi = _activation(activation)
     H = hidden_size
 
@@ -401,13 +434,13 @@ def simple_rnn(
         )
 
     def project(params, x):
-        return x @ params.w_ih.T + params.b
+        return product(x, params.w_ih, compute_dtype) + params.b
 
     def core(params, carry, p, r):
         h = phi(p + r)
         return RNNCarry(h), h
 
-    return _make_cell("simple_rnn", H, RNNParams, RNNCarry, shapes, make_params, project, core)
+    return _make_cell("simple_rnn", H, RNNParams, RNNCarry, shapes, make_params, project, core, compute_dtype=compute_dtype)
 
 
 def lstm(
@@ -420,6 +453,7 @@ def lstm(
     bias_init: Initializer = zeros,
     peephole_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     r"""Long short-term memory, in PyTorch's gate order (i, f, g, o).
 
@@ -448,6 +482,7 @@ def lstm(
     (4,)
     """
     _check_hidden_size(hidden_size)
+    _check_compute_dtype(compute_dtype)
     H = hidden_size
     cls = PeepholeLSTMParams if peephole else LSTMParams
 
@@ -471,7 +506,7 @@ def lstm(
         return PeepholeLSTMParams(*params, *(peephole_init(k, (H,), param_dtype) for k in kp))
 
     def project(params, x):
-        return x @ params.w_ih.T + params.b
+        return product(x, params.w_ih, compute_dtype) + params.b
 
     def core(params, carry, p, r):
         i, f, g, o = jnp.split(p + r, 4)
@@ -484,7 +519,7 @@ def lstm(
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMCarry(h, c), h
 
-    return _make_cell("lstm", H, cls, LSTMCarry, shapes, make_params, project, core)
+    return _make_cell("lstm", H, cls, LSTMCarry, shapes, make_params, project, core, compute_dtype=compute_dtype)
 
 
 def gru(
@@ -495,6 +530,7 @@ def gru(
     recurrent_init: Initializer = orthogonal,
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     r"""Gated recurrent unit, gates stacked (r, z, n) as in PyTorch.
 
@@ -522,6 +558,7 @@ def gru(
     (4,)
     """
     _check_hidden_size(hidden_size)
+    _check_compute_dtype(compute_dtype)
     H = hidden_size
 
     def shapes(I):
@@ -537,7 +574,7 @@ def gru(
         )
 
     def project(params, x):
-        return x @ params.w_ih.T + params.b_ih
+        return product(x, params.w_ih, compute_dtype) + params.b_ih
 
     def core(params, carry, p, rec):
         # reset_after only: the whole recurrent product is rec = w_hh @ h.
@@ -555,18 +592,18 @@ def gru(
         h_prev = carry.h
         h_in = h_prev if mask is None else h_prev * mask.h
         x_r, x_z, x_n = jnp.split(p, 3)
-        h_r, h_z = jnp.split(h_in @ params.w_hh[: 2 * H].T + params.b_hh[: 2 * H], 2)
+        h_r, h_z = jnp.split(product(h_in, params.w_hh[: 2 * H], compute_dtype) + params.b_hh[: 2 * H], 2)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + (r * h_in) @ params.w_hh[2 * H :].T + params.b_hh[2 * H :])
+        n = jnp.tanh(x_n + product(r * h_in, params.w_hh[2 * H :], compute_dtype) + params.b_hh[2 * H :])
         h = (1.0 - z) * n + z * h_prev
         if keep is not None:
             h = zoneout_blend(keep, carry, RNNCarry(h)).h
         return RNNCarry(h), h
 
     if reset_after:
-        return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, core=core)
-    return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, masked_step=cho_masked_step)
+        return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, core=core, compute_dtype=compute_dtype)
+    return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, masked_step=cho_masked_step, compute_dtype=compute_dtype)
 
 
 def layer_norm_rnn(
@@ -579,6 +616,7 @@ def layer_norm_rnn(
     bias_init: Initializer = zeros,
     scale_init: Initializer = ones,
     param_dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     r"""The second seed's ``LNSimpleRNNCell``: layer norm before the activation.
 
@@ -597,6 +635,7 @@ def layer_norm_rnn(
     Carry (:class:`RNNCarry`): ``h [H]``.
     """
     _check_hidden_size(hidden_size)
+    _check_compute_dtype(compute_dtype)
     phi = _activation(activation)
     H = hidden_size
 
@@ -614,13 +653,13 @@ def layer_norm_rnn(
         )
 
     def project(params, x):
-        return x @ params.w_ih.T + params.b
+        return product(x, params.w_ih, compute_dtype) + params.b
 
     def core(params, carry, p, r):
         h = phi(_layer_norm(p + r, params.ln_scale, params.ln_offset, epsilon))
         return RNNCarry(h), h
 
-    return _make_cell("layer_norm_rnn", H, LayerNormRNNParams, RNNCarry, shapes, make_params, project, core)
+    return _make_cell("layer_norm_rnn", H, LayerNormRNNParams, RNNCarry, shapes, make_params, project, core, compute_dtype=compute_dtype)
 
 
 def layer_norm_lstm(
@@ -633,6 +672,7 @@ def layer_norm_lstm(
     bias_init: Initializer = zeros,
     scale_init: Initializer = ones,
     param_dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     r"""Layer-normalised LSTM after Ba, Kiros and Hinton (2016), gates (i, f, g, o).
 
@@ -655,6 +695,7 @@ def layer_norm_lstm(
     ``ln_c_offset [H]``. Carry (:class:`LSTMCarry`): ``h [H]``, ``c [H]``.
     """
     _check_hidden_size(hidden_size)
+    _check_compute_dtype(compute_dtype)
     H = hidden_size
 
     def shapes(I):
@@ -681,7 +722,7 @@ def layer_norm_lstm(
         )
 
     def project(params, x):
-        return _layer_norm(x @ params.w_ih.T, params.ln_x_scale, params.b, epsilon)
+        return _layer_norm(product(x, params.w_ih, compute_dtype), params.ln_x_scale, params.b, epsilon)
 
     def core(params, carry, p, r):
         gates = p + _layer_norm(r, params.ln_h_scale, None, epsilon)
@@ -691,4 +732,4 @@ def layer_norm_lstm(
         h = jax.nn.sigmoid(o) * jnp.tanh(c_norm)
         return LSTMCarry(h, c), h
 
-    return _make_cell("layer_norm_lstm", H, LayerNormLSTMParams, LSTMCarry, shapes, make_params, project, core)
+    return _make_cell("layer_norm_lstm", H, LayerNormLSTMParams, LSTMCarry, shapes, make_params, project, core, compute_dtype=compute_dtype)

@@ -187,11 +187,14 @@ def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll
         else:
             inputs, to_p = xs, project
         body = step
-        core = _registered_core(step) if backward == "auto" else None
-        if core is not None:
+        recurrence = _registered_core(step) if backward == "auto" else None
+        if recurrence is not None:
             save = "carries" if remat == "step" else "products"
             h_mask = None if mask is None else mask.h
-            return recurrent_scan(core, save, unroll, params, carry, inputs, valid, h_mask, keep, rates, to_p)
+            return recurrent_scan(
+                recurrence.core, save, unroll, params, carry, inputs, valid, h_mask, keep, rates, to_p,
+                recurrence.product,
+            )
 
     def cell_step(c, x, k):
         if to_p is not None:
