@@ -84,3 +84,5 @@ def test_bad_compute_dtype():
         scanrnn.lstm(4, compute_dtype=jnp.int32)
     with pytest.raises(ValueError, match="compute_dtype must be None or a floating dtype"):
         scanrnn.gru(4, compute_dtype="int8")
+    with pytest.raises(ValueError, match="compute_dtype must be None or a floating dtype"):
+        scanrnn.simple_rnn(4, compute_dtype="half-ish")

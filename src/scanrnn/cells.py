@@ -256,7 +256,13 @@ def _layer_norm(z: Array, scale: Array, offset: Optional[Array], epsilon: float)
 
 
 def _check_compute_dtype(compute_dtype) -> None:
-    if compute_dtype is not None and not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
+    if compute_dtype is None:
+        return
+    try:
+        floating = jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating)
+    except TypeError:  # not a dtype at all
+        floating = False
+    if not floating:
         raise ValueError(f"compute_dtype must be None or a floating dtype such as jnp.bfloat16, got {compute_dtype!r}")
 
 
