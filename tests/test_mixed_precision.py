@@ -19,6 +19,12 @@ CELLS = {
     "gru": scanrnn.gru,
     "gru-cho": partial(scanrnn.gru, reset_after=False),
     "layer_norm_lstm": scanrnn.layer_norm_lstm,
+    "jordan": partial(scanrnn.jordan, output_size=2),
+    "elman": partial(scanrnn.elman, output_size=2),
+    "narx": partial(scanrnn.narx, output_size=2, k=2),
+    "min_gru-sequential": partial(scanrnn.min_gru, mode="sequential"),
+    "min_gru-parallel": scanrnn.min_gru,
+    "min_lstm-parallel": scanrnn.min_lstm,
 }
 
 
@@ -63,7 +69,7 @@ def test_bfloat16_products_float32_everything_else(name):
     np.testing.assert_allclose(ys, jnp.stack(loop), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["lstm-peephole", "layer_norm_lstm"])
+@pytest.mark.parametrize("name", ["lstm-peephole", "layer_norm_lstm", "narx", "min_gru-parallel"])
 def test_bfloat16_gradients_hand_written_and_autodiff(name):
     cell, params = setup(name, BF16)
     xs = normal((T, I), seed=3).astype(jnp.float32)
@@ -79,6 +85,17 @@ def test_bfloat16_gradients_hand_written_and_autodiff(name):
         np.testing.assert_allclose(g, w, rtol=5e-2, atol=5e-2 * float(jnp.max(jnp.abs(w))))
 
 
+def test_bfloat16_dense_layer():
+    layer = scanrnn.dense(3, compute_dtype=BF16)
+    params = layer.init(jax.random.key(4), I)
+    xs = normal((T, I), seed=5).astype(jnp.float32)
+    ys = layer.apply(params, xs)
+    assert ys.dtype == jnp.float32
+    want = np.asarray(xs.astype(BF16), np.float64) @ np.asarray(params.w.astype(BF16), np.float64).T + np.asarray(params.b, np.float64)
+    np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-6)
+    assert 0 < float(jnp.max(jnp.abs(ys - scanrnn.dense(3).apply(params, xs))))
+
+
 def test_bad_compute_dtype():
     with pytest.raises(ValueError, match="compute_dtype must be None or a floating dtype"):
         scanrnn.lstm(4, compute_dtype=jnp.int32)
@@ -86,3 +103,6 @@ def test_bad_compute_dtype():
         scanrnn.gru(4, compute_dtype="int8")
     with pytest.raises(ValueError, match="compute_dtype must be None or a floating dtype"):
         scanrnn.simple_rnn(4, compute_dtype="half-ish")
+    for factory in (partial(scanrnn.elman, output_size=1), scanrnn.min_lstm, scanrnn.dense):
+        with pytest.raises(ValueError, match="compute_dtype must be None or a floating dtype"):
+            factory(4, compute_dtype=jnp.int8)

@@ -34,7 +34,9 @@ output layer of the step's fresh hidden layer, as without zoneout.
 
 Weights use the ``[out, in]`` layout of :mod:`scanrnn.cells`; input and
 output kernels start Glorot-uniform, feedback kernels orthogonal, biases at
-zero (each replaceable by any ``init(key, shape, dtype)``).
+zero (each replaceable by any ``init(key, shape, dtype)``). As there, every
+factory takes ``compute_dtype`` (e.g. ``jnp.bfloat16``) for mixed-precision
+matrix products, the output layer's included.
 """
 
 from __future__ import annotations
@@ -175,9 +177,15 @@ def _make_cell(
     return Cell(init, initial_carry, apply, checked_project, checked_step, None, checked_masked_step)
 
 
-def _output_layer(params, h):
+def _output_layer(params, h, mm):
     """The linear output layer ``y = V h + c`` the three cells share."""
-    return h @ params.w_ho.T + params.b_o
+    return mm(h, params.w_ho) + params.b_o
+
+
+def _products(compute_dtype) -> Callable[[Array, Array], Array]:
+    """``mm(x, w) = x @ w.T``, in ``compute_dtype`` when one is given (:func:`scanrnn.cells.product`)."""
+    _cells._check_compute_dtype(compute_dtype)
+    return lambda x, w: _cells.product(x, w, compute_dtype)
 
 
 def _check_sizes(hidden_size, output_size) -> None:
@@ -200,6 +208,7 @@ def jordan(
     recurrent_init: Initializer = orthogonal,
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     r"""A Jordan network (Jordan 1986): the outputs are fed back through a decaying state unit.
 
@@ -232,6 +241,7 @@ def jordan(
     ((1,), (1,))
     """
     _check_sizes(hidden_size, output_size)
+    mm = _products(compute_dtype)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must be a number in [0, 1), got {alpha!r}")
     phi = _cells._activation(activation)
@@ -251,12 +261,12 @@ def jordan(
         )
 
     def project(params, x):
-        return x @ params.w_ih.T + params.b
+        return mm(x, params.w_ih) + params.b
 
     def step(params, carry, p, mask):
         mu = carry.memory
-        h = phi(p + (mu if mask is None else mu * mask.memory) @ params.w_mh.T)
-        y = _output_layer(params, h)
+        h = phi(p + mm(mu if mask is None else mu * mask.memory, params.w_mh))
+        y = _output_layer(params, h, mm)
         return JordanCarry(alpha * mu + y), y
 
     return _make_cell("jordan", JordanParams, JordanCarry, shapes, lambda I: {"memory": (O,)},
@@ -272,6 +282,7 @@ def elman(
     recurrent_init: Initializer = orthogonal,
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     r"""An Elman network (Elman 1990): the hidden state is copied into context units.
 
@@ -294,6 +305,7 @@ def elman(
     Carry (:class:`ElmanCarry`): ``context [H]``.
     """
     _check_sizes(hidden_size, output_size)
+    mm = _products(compute_dtype)
     phi = _cells._activation(activation)
     H, O = hidden_size, output_size
 
@@ -311,12 +323,12 @@ def elman(
         )
 
     def project(params, x):
-        return x @ params.w_ih.T + params.b
+        return mm(x, params.w_ih) + params.b
 
     def step(params, carry, p, mask):
         context = carry.context if mask is None else carry.context * mask.context
-        h = phi(p + context @ params.w_hh.T)
-        return ElmanCarry(h), _output_layer(params, h)
+        h = phi(p + mm(context, params.w_hh))
+        return ElmanCarry(h), _output_layer(params, h, mm)
 
     return _make_cell("elman", ElmanParams, ElmanCarry, shapes, lambda I: {"context": (H,)},
                       make_params, project, step)
@@ -332,6 +344,7 @@ def narx(
     recurrent_init: Initializer = orthogonal,
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     r"""A NARX network (Lin, Horne, Tino and Giles 1996): delay lines of inputs and outputs.
 
@@ -357,6 +370,7 @@ def narx(
     newest first. ``project(params, x)`` is the pair ``(W_0 x + b, x)``.
     """
     _check_sizes(hidden_size, output_size)
+    mm = _products(compute_dtype)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     phi = _cells._activation(activation)
@@ -377,13 +391,13 @@ def narx(
         )
 
     def project(params, x):
-        return x @ params.w_ih.T + params.b, x
+        return mm(x, params.w_ih) + params.b, x
 
     def step(params, carry, p, mask):
         current, x = p
         outputs = carry.outputs if mask is None else carry.outputs * mask.outputs
-        h = phi(current + carry.inputs.reshape(-1) @ params.w_xh.T + outputs.reshape(-1) @ params.w_yh.T)
-        y = _output_layer(params, h)
+        h = phi(current + mm(carry.inputs.reshape(-1), params.w_xh) + mm(outputs.reshape(-1), params.w_yh))
+        y = _output_layer(params, h, mm)
         # Shift both delay lines by one step, the newest value first.
         inputs = jnp.concatenate([x[None], carry.inputs[:-1]])
         outputs = jnp.concatenate([y[None], carry.outputs[:-1]])

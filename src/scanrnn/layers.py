@@ -347,6 +347,7 @@ def dense(
     kernel_init: _cells.Initializer = _cells.glorot_uniform,
     bias_init: _cells.Initializer = _cells.zeros,
     param_dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Layer:
     """An affine layer ``y = W x + b`` on the last axis.
 
@@ -354,11 +355,14 @@ def dense(
     ``TimeDistributed(Dense)``), and with ``length`` the outputs past it are
     zeros like those of the recurrent layers. Given a vector ``[I]`` (after a
     many-to-one layer) it is applied once. It has no state (its carry is
-    ``()``) and ignores ``key``.
+    ``()``) and ignores ``key``. ``compute_dtype`` (e.g. ``jnp.bfloat16``)
+    runs the product in mixed precision, as in the cells
+    (:func:`scanrnn.cells.product`).
 
     Params (:class:`DenseParams`): ``w [F, I]``, ``b [F]``.
     """
     _cells._check_hidden_size(features)
+    _cells._check_compute_dtype(compute_dtype)
 
     def init(key, input_size):
         _cells._check_input_size(input_size)
@@ -369,7 +373,7 @@ def dense(
 
     def affine(params, x):
         _cells._check_x("dense", x, params.w)
-        return x @ params.w.T + params.b
+        return _cells.product(x, params.w, compute_dtype) + params.b
 
     def outputs(params, xs, length):
         if not isinstance(params, DenseParams):

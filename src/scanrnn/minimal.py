@@ -62,12 +62,14 @@ from .cells import (
     Initializer,
     RNNCarry,
     _check_carry,
+    _check_compute_dtype,
     _check_hidden_size,
     _check_input_size,
     _check_params,
     _check_x,
     _keys,
     glorot_uniform,
+    product,
     zeros,
 )
 from .regularization import zoneout_blend
@@ -163,15 +165,20 @@ def linear_scan_log(h0: Array, log_a: Array, log_b: Array) -> Array:
 # Assembly of a cell from its gate maths.
 
 
-def _make_min_cell(name, hidden_size, mode, params_cls, gates, make_params, step_coefficients, log_coefficients):
+def _make_min_cell(
+    name, hidden_size, mode, params_cls, gates, make_params, step_coefficients, log_coefficients, compute_dtype
+):
     """A :class:`scanrnn.Cell` for ``h_t = a_t * h_{t-1} + b_t`` with input-only gates.
 
     ``step_coefficients(p) -> (a, b)`` and ``log_coefficients(p) -> (log a,
     log b)`` map the projection ``p [gates*H]`` of one step (or ``[T,
-    gates*H]`` of all) to the coefficients; both are elementwise.
+    gates*H]`` of all) to the coefficients; both are elementwise. The
+    projection, the cell's one matrix product, runs in ``compute_dtype``
+    (:func:`scanrnn.cells.product`); the scan stays in the params' dtype.
     """
     if mode not in MODES:
         raise ValueError(f"{name}: mode must be one of {list(MODES)}, got {mode!r}")
+    _check_compute_dtype(compute_dtype)
     H = hidden_size
 
     def shapes(I):
@@ -193,7 +200,7 @@ def _make_min_cell(name, hidden_size, mode, params_cls, gates, make_params, step
     def project(params, x):
         check(params)
         _check_x(name, x, params.w_ih)
-        return x @ params.w_ih.T + params.b
+        return product(x, params.w_ih, compute_dtype) + params.b
 
     def check_p(ps, rank):
         expected = (gates * H,)
@@ -279,6 +286,7 @@ def min_gru(
     kernel_init: Initializer = glorot_uniform,
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     r"""minGRU (Feng et al. 2024): a GRU whose gates read only the input.
 
@@ -301,6 +309,8 @@ def min_gru(
       hidden_size: ``H``.
       mode: ``"parallel"`` (an associative scan over time, through
         ``Cell.parallel``) or ``"sequential"`` (a scan of ``step``).
+      compute_dtype: ``None``, or e.g. ``jnp.bfloat16`` for the input
+        projection in mixed precision, as for :func:`scanrnn.lstm`.
 
     >>> cell = min_gru(4)
     >>> params = cell.init(jax.random.key(0), 3)
@@ -321,7 +331,8 @@ def min_gru(
         return -jax.nn.softplus(k), -jax.nn.softplus(-k) + log_g(v)
 
     make_params = _glorot_and_zeros(MinGRUParams, 2 * H, kernel_init, bias_init, param_dtype)
-    return _make_min_cell("min_gru", H, mode, MinGRUParams, 2, make_params, step_coefficients, log_coefficients)
+    return _make_min_cell("min_gru", H, mode, MinGRUParams, 2, make_params, step_coefficients, log_coefficients,
+                          compute_dtype)
 
 
 def min_lstm(
@@ -331,6 +342,7 @@ def min_lstm(
     kernel_init: Initializer = glorot_uniform,
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    compute_dtype=None,
 ) -> Cell:
     r"""minLSTM (Feng et al. 2024): an LSTM with input-only, normalised gates and no output gate.
 
@@ -355,6 +367,7 @@ def min_lstm(
     Args:
       hidden_size: ``H``.
       mode: ``"parallel"`` or ``"sequential"``, as in :func:`min_gru`.
+      compute_dtype: as for :func:`min_gru`.
 
     >>> cell = min_lstm(4, mode="sequential")
     >>> params = cell.init(jax.random.key(0), 3)
@@ -376,4 +389,5 @@ def min_lstm(
         return -jax.nn.softplus(d), -jax.nn.softplus(-d) + log_g(v)
 
     make_params = _glorot_and_zeros(MinLSTMParams, 3 * H, kernel_init, bias_init, param_dtype)
-    return _make_min_cell("min_lstm", H, mode, MinLSTMParams, 3, make_params, step_coefficients, log_coefficients)
+    return _make_min_cell("min_lstm", H, mode, MinLSTMParams, 3, make_params, step_coefficients, log_coefficients,
+                          compute_dtype)
