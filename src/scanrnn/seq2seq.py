@@ -428,8 +428,8 @@ def seq2seq(
     >>> from scanrnn import bidirectional, gru, serial
     >>> model = seq2seq(serial(bidirectional(gru(8))), gru(16), src_vocab_size=10, tgt_vocab_size=6,
     ...                 embed_size=4, attention=additive_attention(8))
-    >>> params = model.init(jax.random.key(0))
-    >>> out = model.apply(params, jnp.array([3, 4, 5, 0]), 3, jnp.array([3, 4, 2]))
+    >>> params = jax.jit(model.init)(jax.random.key(0))
+    >>> out = jax.jit(model.apply)(params, jnp.array([3, 4, 5, 0]), 3, jnp.array([3, 4, 2]))
     >>> out.logits.shape, out.weights.shape, float(out.weights[:, 3].max())
     ((3, 6), (3, 4), 0.0)
     """
