@@ -30,7 +30,7 @@ def setup(name, options, dtype=F64):
     return cell, params, carry
 
 
-def loss(cell, params, xs, carry, length, *, reverse=False, remat="none", backward="auto", hoist=None):
+def loss(cell, params, xs, carry, length, *, reverse=False, remat="none", backward="hand", hoist=None):
     final, ys = unroll(
         cell, params, xs, carry, length=length, reverse=reverse, remat=remat, backward=backward, hoist=hoist
     )
@@ -59,16 +59,17 @@ def test_matches_autodiff_float64(case_id, name, options):
     xs = normal((T, I), seed=3)
     registered = case_id != "gru-cho"
     assert (RECURRENT_CORES.get(cell.step) is not None) == registered
+    backward = "hand" if registered else "auto"  # the Cho GRU has no hand-written pass
     want = grads(cell, params, xs, carry, None, backward="autodiff")
-    assert_tree_close(grads(cell, params, xs, carry, None), want, rtol=1e-10, atol=1e-10)
+    assert_tree_close(grads(cell, params, xs, carry, None, backward=backward), want, rtol=1e-10, atol=1e-10)
     # A traced length: one compilation for the three values.
-    auto, autodiff = (
+    hand, autodiff = (
         jax.jit(jax.value_and_grad(partial(loss, cell, reverse=True, backward=b), argnums=(0, 1, 2)))
-        for b in ("auto", "autodiff")
+        for b in (backward, "autodiff")
     )
     for length in (0, 3, T):
         length = jnp.asarray(length)
-        assert_tree_close(auto(params, xs, carry, length), autodiff(params, xs, carry, length), 1e-10, 1e-10)
+        assert_tree_close(hand(params, xs, carry, length), autodiff(params, xs, carry, length), 1e-10, 1e-10)
 
 
 @pytest.mark.parametrize("name,options", [("lstm", {}), ("gru", {}), ("simple_rnn", {})])
@@ -82,7 +83,7 @@ def test_matches_autodiff_float32(name, options):
 
 
 @pytest.mark.parametrize("remat", ["step", "sqrt"])
-@pytest.mark.parametrize("backward", ["auto", "autodiff"])
+@pytest.mark.parametrize("backward", ["hand", "autodiff"])
 def test_remat_gives_identical_gradients(remat, backward):
     """Lengths and directions; T = 7 is not a square (sqrt pads it), T = 9 is, T = 1."""
     cell, params, carry = setup("lstm", {"peephole": True})
@@ -103,16 +104,17 @@ def test_remat_on_a_user_cell():
     params = cell.init(jax.random.key(0), I)
     xs = normal((T, I), seed=3)
     carry = normal((H,), seed=4)
-    want = grads(cell, params, xs, carry, jnp.asarray(5))
+    want = grads(cell, params, xs, carry, jnp.asarray(5), backward="auto")
     for remat in ("step", "sqrt"):
-        assert_tree_close(grads(cell, params, xs, carry, jnp.asarray(5), remat=remat), want, 1e-12, 1e-12)
+        got = grads(cell, params, xs, carry, jnp.asarray(5), remat=remat, backward="auto")
+        assert_tree_close(got, want, 1e-12, 1e-12)
 
 
 def test_batched_bidirectional_and_stacked_layers():
     """vmap over a batch with lengths; both directions in one scan; two layers."""
     model = scanrnn.serial(
-        scanrnn.bidirectional(scanrnn.gru(H, param_dtype=F64)),
-        scanrnn.recurrent(scanrnn.lstm(H, param_dtype=F64), return_sequences=False),
+        scanrnn.bidirectional(scanrnn.gru(H, param_dtype=F64), backward="hand"),
+        scanrnn.recurrent(scanrnn.lstm(H, param_dtype=F64), return_sequences=False, backward="hand"),
         scanrnn.dense(2, param_dtype=F64),
     )
     reference = scanrnn.serial(
@@ -149,7 +151,7 @@ def test_weight_gradients_are_products_outside_the_loops(hoist):
     cell, params, carry = setup("lstm", {})
     xs = normal((T, I), seed=3)
     counts = {}
-    for backward in ("auto", "autodiff"):
+    for backward in ("hand", "autodiff"):
         f = jax.grad(partial(loss, cell, backward=backward, hoist=hoist))
         counts[backward] = count_primitive(jax.make_jaxpr(f)(params, xs, carry, None), "dot_general")
     # (Gradients with respect to params only, so no product makes dx.) The hand-written path's
@@ -157,16 +159,16 @@ def test_weight_gradients_are_products_outside_the_loops(hoist):
     # nothing reads and XLA drops.
     if hoist:
         # Inside the scans: forward W_hh h, backward W_hh^T dr; autodiff also accumulates dW_hh.
-        assert counts["auto"][1] == 2 and counts["autodiff"][1] == 3
+        assert counts["hand"][1] == 2 and counts["autodiff"][1] == 3
         # Outside: the projection and dW_ih; the hand-written path's dW_hh (and its zero term).
-        assert counts["auto"][0] == 4 and counts["autodiff"][0] == 2
+        assert counts["hand"][0] == 4 and counts["autodiff"][0] == 2
     else:
         # Inside: the forward's two products; backward, the hand-written path recomputes the
         # step's projection and forms W_hh^T dr, autodiff forms W_hh^T dr and accumulates
         # dW_ih and dW_hh.
-        assert counts["auto"][1] == 4 and counts["autodiff"][1] == 5
+        assert counts["hand"][1] == 4 and counts["autodiff"][1] == 5
         # Outside: dW_ih and dW_hh, one product each over all steps (and the two zero terms).
-        assert counts["auto"][0] == 4 and counts["autodiff"][0] == 0
+        assert counts["hand"][0] == 4 and counts["autodiff"][0] == 0
 
 
 @pytest.mark.parametrize("case_id,name,options", [c for c in FORMS if c[0] in ("lstm-peephole", "layer_norm_lstm")],
@@ -176,7 +178,7 @@ def test_hoisted_projection_matches_in_loop_autodiff(case_id, name, options):
     cell, params, carry = setup(name, options)
     xs = normal((T, I), seed=3)
     want = grads(cell, params, xs, carry, 4, backward="autodiff", hoist=False, reverse=True)
-    got = grads(cell, params, xs, carry, 4, backward="auto", hoist=True, reverse=True)
+    got = grads(cell, params, xs, carry, 4, backward="hand", hoist=True, reverse=True)
     assert_tree_close(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -191,11 +193,30 @@ def test_higher_order_and_forward_mode_need_autodiff():
         return sum(jnp.sum(g * g) for g in jax.tree.leaves(first(params, backward)))
 
     with pytest.raises(ValueError, match="backward='autodiff'"):
-        jax.grad(second)(params, "auto")
+        jax.grad(second)(params, "hand")
     jax.grad(second)(params, "autodiff")  # works
     with pytest.raises(TypeError, match="forward-mode"):
         jax.jvp(lambda p: loss(cell, p, xs, carry, None), (params,), (params,))
     jax.jvp(lambda p: loss(cell, p, xs, carry, None, backward="autodiff"), (params,), (params,))
+
+
+def test_auto_takes_the_hand_written_pass_where_it_pays(monkeypatch):
+    """``backward="auto"``: on a CPU from H = 64 up (see ``hand_written_default``), always on accelerators."""
+    xs = normal((T, I), seed=3, dtype=jnp.float32)
+
+    def hand_written(cell, **options):
+        params = cell.init(jax.random.key(0), I)
+        jaxpr = jax.make_jaxpr(lambda p: unroll(cell, p, xs, **options)[1])(params)
+        return sum(count_primitive(jaxpr, "custom_vjp_call")) > 0
+
+    cells = {h: scanrnn.lstm(h) for h in (4, 63, 64, 256)}
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert [hand_written(cell) for cell in cells.values()] == [False, False, True, True]
+    assert all(hand_written(cell, backward="hand") for cell in cells.values())
+    assert not any(hand_written(cell, backward="autodiff") for cell in cells.values())
+    assert not hand_written(scanrnn.gru(64, reset_after=False))  # it has no hand-written pass
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert all(hand_written(cell) for cell in cells.values())
 
 
 def test_bad_options():
@@ -214,4 +235,9 @@ def test_bad_options():
     with pytest.raises(ValueError, match="remat must be one of"):
         scanrnn.recurrent(cell, remat=None)
     with pytest.raises(ValueError, match="backward must be one of"):
-        scanrnn.bidirectional(cell, backward="hand")
+        scanrnn.bidirectional(cell, backward="fast")
+    cho = scanrnn.gru(H, reset_after=False)
+    with pytest.raises(ValueError, match="backward='hand' needs a cell with a hand-written backward pass"):
+        unroll(cho, cho.init(jax.random.key(0), I), xs.astype(jnp.float32), backward="hand")
+    with pytest.raises(ValueError, match="backward='hand' needs a cell with a hand-written backward pass"):
+        unroll(scanrnn.min_gru(H), scanrnn.min_gru(H).init(jax.random.key(0), I), xs.astype(jnp.float32), backward="hand")

@@ -208,7 +208,7 @@ def test_learned_initial_carry_starts_at_zeros_and_is_used():
 
 def test_learned_initial_carry_gradient():
     cell = scanrnn.gru(H, param_dtype=F64)
-    layer = recurrent(cell, learn_initial_carry=True)  # the hand-written backward pass
+    layer = recurrent(cell, learn_initial_carry=True, backward="hand")
     params = RecurrentParams(random_params(cell, I), random_carry(cell, random_params(cell, I), seed=5))
     xs, target = normal((T, I), seed=1), normal((T, H), seed=2)
     direction_ = random_carry(cell, params.cell, seed=6)

@@ -225,7 +225,7 @@ def test_input_projection_is_hoisted(case_id, name, options, with_length):
     assert [tuple(v.aval.shape) for v in dot.invars] == [(T, I), tuple(params.w_ih.shape[::-1])]
 
 
-@pytest.mark.parametrize("backward", ["auto", "autodiff"])
+@pytest.mark.parametrize("backward", ["hand", "autodiff"])
 def test_input_projection_inside_the_loop(backward):
     cell, params = setup("lstm", {})
     xs = normal((T, I), seed=1)
@@ -234,7 +234,7 @@ def test_input_projection_inside_the_loop(backward):
     # Both products of a step in the loop. Outside it: none for autodiff; the hand-written
     # path's two zero-valued routing products of its weight gradients (see test_fast_bptt),
     # whose values nothing reads.
-    assert count_primitive(jaxpr, "dot_general") == ({"auto": 2, "autodiff": 0}[backward], 2)
+    assert count_primitive(jaxpr, "dot_general") == ({"hand": 2, "autodiff": 0}[backward], 2)
     hoisted = unroll(cell, params, xs, hoist=True, backward=backward)
     np.testing.assert_allclose(unroll(cell, params, xs, hoist=False, backward=backward)[1], hoisted[1], rtol=1e-12)
     assert hoist_default() is (jax.default_backend() != "cpu")

@@ -75,15 +75,31 @@ def _product(h, w):
     return h @ w.T
 
 
+def loop_weights(params):
+    """Call outside a scan; the function it returns, called inside the body, gives ``params`` back.
+
+    The matrices ``w_ih`` and ``w_hh`` enter the loop transposed, ``[in,
+    out]``, and the body reads them back as ``(W^T)^T``. XLA folds that into
+    each step's product ``x @ W.T``, which then reads the weight in the
+    row-major ``[K, N]`` order of a GEMM; with ``W`` itself the CPU backend
+    re-arranges the weight at every step, which costs most at small batches
+    (a quarter of the long case's forward pass, B=16, in
+    ``experiments/benchmarks``).
+    """
+    w_ih_t, w_hh_t = params.w_ih.T, params.w_hh.T
+    return lambda: params._replace(w_ih=w_ih_t.T, w_hh=w_hh_t.T)
+
+
 def _forward(core, save, unroll, rates, project, product, params, carry, ps, valid, mask, keep):
-    w_hh = params.w_hh
     small = _small(params)
+    in_loop = loop_weights(params)
 
     def body(c, inputs):
         p, v, k = inputs
+        params = in_loop()
         if project is not None:
             p = project(params, p)
-        r = product(_masked(c.h, mask), w_hh)
+        r = product(_masked(c.h, mask), params.w_hh)
         new_c, y = core_step(core, small, c, p, r, rates if k is None else k)
         saved = {"products": (c, r), "carries": c}.get(save)
         if v is not None:
@@ -162,7 +178,7 @@ def _first_order(params):
 @_first_order.defjvp
 def _first_order_jvp(primals, tangents):
     raise ValueError(
-        "the hand-written backward pass of scanrnn.unroll (backward='auto') gives first-order "
+        "the hand-written backward pass of scanrnn.unroll (backward='hand', or 'auto' where it picks it) gives first-order "
         "reverse-mode gradients only; for derivatives of gradients (jax.hessian, grad of grad) "
         "or forward mode (jax.jvp, jax.jacfwd), pass backward='autodiff' to unroll or the layer"
     )
@@ -189,13 +205,16 @@ def _attach_bwd(core, save, unroll, rates, project, product, residuals, cotangen
     d_final, dys = cotangents
     w_hh = params.w_hh
     small = _small(params)
+    in_loop = loop_weights(params)
 
     def body(acc, inputs):
         dc, d_small = acc
         s, p, dy, v, k = inputs
-        c, r = s if save == "products" else (s, product(_masked(s.h, mask), w_hh))
+        # The forward products read the weights transposed (loop_weights); W_hh^T dr below
+        # reads W_hh as it is, already a GEMM's row-major [K, N].
+        c, r = s if save == "products" else (s, product(_masked(s.h, mask), in_loop().w_hh))
         if project is not None:
-            p = project(params, p)
+            p = project(in_loop(), p)
         k = rates if k is None else k
         _, pullback = jax.vjp(lambda sm, c, p, r: core_step(core, sm, c, p, r, k), small, c, p, r)
         ds, dc_prev, dp, dr = pullback((dc, dy))

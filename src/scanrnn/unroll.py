@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from scanrnn._fast_bptt import recurrent_scan
+from scanrnn._fast_bptt import loop_weights, recurrent_scan
 from scanrnn.cells import RECURRENT_CORES
 from scanrnn.regularization import check_rate, sample_masks, zoneout_blend, zoneout_rates
 
@@ -120,7 +120,10 @@ def _check_carry_like(expected, carry) -> None:
 
 
 REMATS = ("none", "step", "sqrt")
-BACKWARDS = ("auto", "autodiff")
+BACKWARDS = ("auto", "hand", "autodiff")
+# On a CPU, ``backward="auto"`` differentiates cells narrower than this by
+# autodiff (see :func:`hand_written_default`).
+HAND_WRITTEN_MIN_HIDDEN_CPU = 64
 
 
 def check_unroll_options(remat, backward, hoist=None) -> None:
@@ -166,6 +169,42 @@ def hoist_default() -> bool:
     return jax.default_backend() != "cpu"
 
 
+def hand_written_default(hidden_size: int) -> bool:
+    """Whether ``backward="auto"`` takes the hand-written pass for a cell of this hidden size.
+
+    On accelerators it always does (the one-product weight gradients are
+    what cuDNN does). On a CPU it does from a hidden size of
+    ``HAND_WRITTEN_MIN_HIDDEN_CPU`` (64) up: below that the steps are so
+    small that the hand-written pass's extra operations cost more than its
+    weight products save, and autodiff through the scan was 1-38 % faster
+    (LSTM and GRU training steps, T=100, I=32, B=16-128 on 2 cores: at
+    H=32 autodiff took 0.79-0.99 of the hand-written time, at H=64
+    0.90-1.07, at H=128 0.90-1.38, in
+    ``experiments/results/benchmarks-backward/``).
+    """
+    return jax.default_backend() != "cpu" or hidden_size >= HAND_WRITTEN_MIN_HIDDEN_CPU
+
+
+def _hand_written(cell, backward, carry):
+    """The cell's :class:`scanrnn.cells.Recurrence` if the hand-written pass differentiates its scan, else ``None``.
+
+    Raises the ``ValueError`` of ``backward="hand"`` for a cell without one.
+    """
+    if backward == "autodiff":
+        return None
+    step = getattr(cell, "step", None)
+    recurrence = None if getattr(cell, "project", None) is None or step is None else _registered_core(step)
+    if backward == "hand":
+        if recurrence is None:
+            raise ValueError(
+                "backward='hand' needs a cell with a hand-written backward pass (the cells of scanrnn.cells "
+                "but gru(reset_after=False)); use 'auto' or 'autodiff' for this cell"
+            )
+        return recurrence
+    hidden_size = jnp.shape(jax.tree.leaves(carry)[0])[-1]
+    return recurrence if recurrence is not None and hand_written_default(hidden_size) else None
+
+
 def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll, mask, rates, hoist):
     """Project and scan ``xs [n, I]``; ``valid`` is a boolean ``[n]`` or ``None``.
 
@@ -178,6 +217,7 @@ def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll
     step = getattr(cell, "step", None)
     masked_step = getattr(cell, "masked_step", None)
     regularised = mask is not None or keep is not None or rates is not None
+    recurrence = _hand_written(cell, backward, carry)
     if project is None or step is None:
         inputs, body, to_p = xs, cell.apply, None
     else:
@@ -187,7 +227,6 @@ def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll
         else:
             inputs, to_p = xs, project
         body = step
-        recurrence = _registered_core(step) if backward == "auto" else None
         if recurrence is not None:
             save = "carries" if remat == "step" else "products"
             h_mask = None if mask is None else mask.h
@@ -196,7 +235,12 @@ def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll
                 recurrence.product,
             )
 
+    # A built-in cell's products read its weights transposed (see loop_weights).
+    builtin = project is not None and step is not None and _registered_core(step) is not None
+    in_loop = loop_weights(params) if builtin else lambda: params
+
     def cell_step(c, x, k):
+        params = in_loop()
         if to_p is not None:
             x = to_p(params, x)
         if regularised and masked_step is not None:
@@ -300,6 +344,8 @@ def _unroll_sequence(cell, params, xs, carry, length, reverse, unroll, remat, ba
     """
     input_mask, mask, keep, rates = reg
     num_steps = xs.shape[0]
+    if backward == "hand":
+        _hand_written(cell, backward, carry)  # the cell has the pass, or a ValueError
     if input_mask is not None:
         xs = xs * input_mask[None, :]
 
@@ -384,12 +430,16 @@ def unroll(
         the carry at the start of segments of about ``sqrt(T)`` steps and
         recomputes each segment (memory ``O(sqrt(T))`` per sequence besides
         the inputs and outputs, for about one more forward pass of time).
-      backward: ``"auto"`` differentiates the built-in cells (all but
-        ``gru(reset_after=False)``) by a hand-written backward scan whose
-        weight gradients are one matrix product over all steps (see
-        ``scanrnn._fast_bptt``), and other cells by autodiff through the
-        scan; ``"autodiff"`` uses autodiff for every cell. Both give the same
-        numbers up to rounding, with or without the regularisation below.
+      backward: ``"hand"`` differentiates the cells of :mod:`scanrnn.cells`
+        (all but ``gru(reset_after=False)``) by a hand-written backward scan
+        whose weight gradients are one matrix product over all steps (see
+        ``scanrnn._fast_bptt``), and raises a ``ValueError`` for other
+        cells; ``"autodiff"`` uses autodiff through the scan for every cell;
+        ``"auto"`` (the default) is ``"hand"`` where the cell has the
+        hand-written pass and :func:`hand_written_default` says it pays
+        (every hidden size on accelerators, 64 and more on a CPU), and
+        ``"autodiff"`` otherwise. They give the same numbers up to rounding,
+        with or without the regularisation below.
       dropout: rate of inverted dropout of the input features, one mask
         ``[I]`` for the whole sequence (Gal and Ghahramani 2016).
       recurrent_dropout: rate of inverted dropout of the state where it
