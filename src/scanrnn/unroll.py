@@ -174,13 +174,13 @@ def hand_written_default(hidden_size: int) -> bool:
 
     On accelerators it always does (the one-product weight gradients are
     what cuDNN does). On a CPU it does from a hidden size of
-    ``HAND_WRITTEN_MIN_HIDDEN_CPU`` (64) up: below that the steps are so
-    small that the hand-written pass's extra operations cost more than its
-    weight products save, and autodiff through the scan was 1-38 % faster
-    (LSTM and GRU training steps, T=100, I=32, B=16-128 on 2 cores: at
-    H=32 autodiff took 0.79-0.99 of the hand-written time, at H=64
-    0.90-1.07, at H=128 0.90-1.38, in
-    ``experiments/results/benchmarks-backward/``).
+    ``HAND_WRITTEN_MIN_HIDDEN_CPU`` (64) up. Measured on 2 cores (LSTM and
+    GRU training steps, T=100, I=32, ``experiments/results/benchmarks-backward/``),
+    autodiff's time over the hand-written pass's was 0.78-0.96 at H=32
+    (one case 1.19), and from H=64 up 1.00-1.40 at B=16 but 0.86-1.01 at
+    B=64 and 128: the batch decides more than the width. The batch is a
+    :func:`jax.vmap` outside :func:`unroll`, which sees one example, so the
+    rule can only go by the hidden size; pass ``backward`` to choose.
     """
     return jax.default_backend() != "cpu" or hidden_size >= HAND_WRITTEN_MIN_HIDDEN_CPU
 
