@@ -201,7 +201,7 @@ def test_higher_order_and_forward_mode_need_autodiff():
 
 
 def test_auto_takes_the_hand_written_pass_where_it_pays(monkeypatch):
-    """``backward="auto"``: on a CPU from H = 64 up (see ``hand_written_default``), always on accelerators."""
+    """``backward="auto"``: autodiff on a CPU, the hand-written pass on accelerators (``hand_written_default``)."""
     xs = normal((T, I), seed=3, dtype=jnp.float32)
 
     def hand_written(cell, **options):
@@ -209,9 +209,9 @@ def test_auto_takes_the_hand_written_pass_where_it_pays(monkeypatch):
         jaxpr = jax.make_jaxpr(lambda p: unroll(cell, p, xs, **options)[1])(params)
         return sum(count_primitive(jaxpr, "custom_vjp_call")) > 0
 
-    cells = {h: scanrnn.lstm(h) for h in (4, 63, 64, 256)}
+    cells = {h: scanrnn.lstm(h) for h in (4, 64)}
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert [hand_written(cell) for cell in cells.values()] == [False, False, True, True]
+    assert not any(hand_written(cell) for cell in cells.values())
     assert all(hand_written(cell, backward="hand") for cell in cells.values())
     assert not any(hand_written(cell, backward="autodiff") for cell in cells.values())
     assert not hand_written(scanrnn.gru(64, reset_after=False))  # it has no hand-written pass

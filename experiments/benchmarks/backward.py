@@ -88,7 +88,8 @@ def train_step(cell_name, hidden, backward, data, seed):
 
 def measure(cell_name, batch, hidden, args):
     kx, ky = jax.random.split(jax.random.key(args.seed + 1))
-    data = (jax.random.normal(kx, (batch, args.steps, args.inputs)), jax.random.normal(ky, (batch, 1)))
+    data = (jax.random.normal(kx, (batch, args.steps, args.inputs), jnp.float32),
+            jax.random.normal(ky, (batch, 1), jnp.float32))
     fns = {b: train_step(cell_name, hidden, b, data, args.seed) for b in ("hand", "autodiff")}
     outputs = {b: jax.block_until_ready(f(p, *data)) for b, (f, p) in fns.items()}
     for a, b in zip(jax.tree.leaves(outputs["hand"]), jax.tree.leaves(outputs["autodiff"])):
@@ -105,7 +106,7 @@ def measure(cell_name, batch, hidden, args):
             times[b].append(time.perf_counter() - start)
     hand, autodiff = (1e3 * statistics.median(times[b]) for b in ("hand", "autodiff"))
     return {"cell": cell_name, "B": batch, "H": hidden, "hand_ms": hand, "autodiff_ms": autodiff,
-            "autodiff_over_hand": autodiff / hand, "auto_picks": "hand" if hand_written_default(hidden) else "autodiff"}
+            "autodiff_over_hand": autodiff / hand, "auto_picks": "hand" if hand_written_default() else "autodiff"}
 
 
 def main(argv=None):

@@ -121,9 +121,6 @@ def _check_carry_like(expected, carry) -> None:
 
 REMATS = ("none", "step", "sqrt")
 BACKWARDS = ("auto", "hand", "autodiff")
-# On a CPU, ``backward="auto"`` differentiates cells narrower than this by
-# autodiff (see :func:`hand_written_default`).
-HAND_WRITTEN_MIN_HIDDEN_CPU = 64
 
 
 def check_unroll_options(remat, backward, hoist=None) -> None:
@@ -169,23 +166,23 @@ def hoist_default() -> bool:
     return jax.default_backend() != "cpu"
 
 
-def hand_written_default(hidden_size: int) -> bool:
-    """Whether ``backward="auto"`` takes the hand-written pass for a cell of this hidden size.
+def hand_written_default() -> bool:
+    """Whether ``backward="auto"`` takes the hand-written pass on the default backend.
 
-    On accelerators it always does (the one-product weight gradients are
-    what cuDNN does). On a CPU it does from a hidden size of
-    ``HAND_WRITTEN_MIN_HIDDEN_CPU`` (64) up. Measured on 2 cores (LSTM and
-    GRU training steps, T=100, I=32, ``experiments/results/benchmarks-backward/``),
-    autodiff's time over the hand-written pass's was 0.78-0.96 at H=32
-    (one case 1.19), and from H=64 up 1.00-1.40 at B=16 but 0.86-1.01 at
-    B=64 and 128: the batch decides more than the width. The batch is a
+    On accelerators it does (the one-product weight gradients are what
+    cuDNN does; not measured here). On a CPU it does not: measured on 2
+    cores (LSTM and GRU training steps, T=100, I=32, H=32-256,
+    ``experiments/results/benchmarks-backward/``), autodiff through the scan
+    took 0.78-1.01 of the hand-written pass's time at batches of 64 and 128
+    and at H=32, while the hand-written pass was the faster at B=16 from
+    H=64 up (autodiff took 1.00-1.40 of its time). The batch is a
     :func:`jax.vmap` outside :func:`unroll`, which sees one example, so the
-    rule can only go by the hidden size; pass ``backward`` to choose.
+    default cannot follow it: pass ``backward="hand"`` for small batches.
     """
-    return jax.default_backend() != "cpu" or hidden_size >= HAND_WRITTEN_MIN_HIDDEN_CPU
+    return jax.default_backend() != "cpu"
 
 
-def _hand_written(cell, backward, carry):
+def _hand_written(cell, backward):
     """The cell's :class:`scanrnn.cells.Recurrence` if the hand-written pass differentiates its scan, else ``None``.
 
     Raises the ``ValueError`` of ``backward="hand"`` for a cell without one.
@@ -201,8 +198,7 @@ def _hand_written(cell, backward, carry):
                 "but gru(reset_after=False)); use 'auto' or 'autodiff' for this cell"
             )
         return recurrence
-    hidden_size = jnp.shape(jax.tree.leaves(carry)[0])[-1]
-    return recurrence if recurrence is not None and hand_written_default(hidden_size) else None
+    return recurrence if hand_written_default() else None
 
 
 def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll, mask, rates, hoist):
@@ -217,7 +213,7 @@ def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll
     step = getattr(cell, "step", None)
     masked_step = getattr(cell, "masked_step", None)
     regularised = mask is not None or keep is not None or rates is not None
-    recurrence = _hand_written(cell, backward, carry)
+    recurrence = _hand_written(cell, backward)
     if project is None or step is None:
         inputs, body, to_p = xs, cell.apply, None
     else:
@@ -345,7 +341,7 @@ def _unroll_sequence(cell, params, xs, carry, length, reverse, unroll, remat, ba
     input_mask, mask, keep, rates = reg
     num_steps = xs.shape[0]
     if backward == "hand":
-        _hand_written(cell, backward, carry)  # the cell has the pass, or a ValueError
+        _hand_written(cell, backward)  # the cell has the pass, or a ValueError
     if input_mask is not None:
         xs = xs * input_mask[None, :]
 
@@ -437,7 +433,7 @@ def unroll(
         cells; ``"autodiff"`` uses autodiff through the scan for every cell;
         ``"auto"`` (the default) is ``"hand"`` where the cell has the
         hand-written pass and :func:`hand_written_default` says it pays
-        (every hidden size on accelerators, 64 and more on a CPU), and
+        (on accelerators; on a CPU only small batches gain from it), and
         ``"autodiff"`` otherwise. They give the same numbers up to rounding,
         with or without the regularisation below.
       dropout: rate of inverted dropout of the input features, one mask
