@@ -173,9 +173,9 @@ def hand_written_default() -> bool:
     cuDNN does; not measured here). On a CPU it does not: measured on 2
     cores (LSTM and GRU training steps, T=100, I=32, H=32-256,
     ``experiments/results/benchmarks-backward/``), autodiff through the scan
-    took 0.78-1.01 of the hand-written pass's time at batches of 64 and 128
-    and at H=32, while the hand-written pass was the faster at B=16 from
-    H=64 up (autodiff took 1.00-1.40 of its time). The batch is a
+    took 0.81-1.05 of the hand-written pass's time at batches of 64 and
+    128, while the hand-written pass was the faster at B=16 from H=128 up
+    (autodiff took 1.15-1.48 of its time; 0.95-1.10 at H=32 and 64). The batch is a
     :func:`jax.vmap` outside :func:`unroll`, which sees one example, so the
     default cannot follow it: pass ``backward="hand"`` for small batches.
     """
