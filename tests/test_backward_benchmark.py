@@ -17,13 +17,12 @@ def test_grid_writes_both_passes_and_what_auto_picks(tmp_path, monkeypatch):
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "hand_written_default", lambda: False)  # the CPU rule, on any backend
 
-    module.main(["--quick", "--cells", "lstm", "--batch", "2", "--hidden", "8", "64", "--repeats", "2",
+    module.main(["--quick", "--cells", "lstm", "--batch", "2", "--hidden", "8", "--repeats", "2",
                  "--out", str(tmp_path)])
     out = json.loads((tmp_path / "results.json").read_text())
     assert out["settings"] == {"T": 5, "I": 3, "repeats": 2, "seed": 0, "quick": True}
-    assert [(r["cell"], r["B"], r["H"], r["auto_picks"]) for r in out["rows"]] == [
-        ("lstm", 2, 8, "autodiff"), ("lstm", 2, 64, "autodiff")]
+    assert [(r["cell"], r["B"], r["H"], r["auto_picks"]) for r in out["rows"]] == [("lstm", 2, 8, "autodiff")]
     for row in out["rows"]:
         assert row["hand_ms"] > 0 and row["autodiff_ms"] > 0
         assert row["autodiff_over_hand"] == pytest.approx(row["autodiff_ms"] / row["hand_ms"])
-    assert "| lstm | 2 | 64 |" in (tmp_path / "results.md").read_text()
+    assert "| lstm | 2 | 8 |" in (tmp_path / "results.md").read_text()
