@@ -178,9 +178,10 @@ def _first_order(params):
 @_first_order.defjvp
 def _first_order_jvp(primals, tangents):
     raise ValueError(
-        "the hand-written backward pass of scanrnn.unroll (backward='hand', or 'auto' where it picks it) gives first-order "
-        "reverse-mode gradients only; for derivatives of gradients (jax.hessian, grad of grad) "
-        "or forward mode (jax.jvp, jax.jacfwd), pass backward='autodiff' to unroll or the layer"
+        "the hand-written backward pass of scanrnn.unroll (backward='hand', or 'auto' where it "
+        "takes it) gives first-order reverse-mode gradients only; for derivatives of gradients "
+        "(jax.hessian, grad of grad) or forward mode (jax.jvp, jax.jacfwd), pass "
+        "backward='autodiff' to unroll or the layer"
     )
 
 
@@ -212,9 +213,10 @@ def _attach_bwd(core, save, unroll, rates, project, product, residuals, cotangen
         s, p, dy, v, k = inputs
         # The forward products read the weights transposed (loop_weights); W_hh^T dr below
         # reads W_hh as it is, already a GEMM's row-major [K, N].
-        c, r = s if save == "products" else (s, product(_masked(s.h, mask), in_loop().w_hh))
+        transposed = in_loop()
+        c, r = s if save == "products" else (s, product(_masked(s.h, mask), transposed.w_hh))
         if project is not None:
-            p = project(in_loop(), p)
+            p = project(transposed, p)
         k = rates if k is None else k
         _, pullback = jax.vjp(lambda sm, c, p, r: core_step(core, sm, c, p, r, k), small, c, p, r)
         ds, dc_prev, dp, dr = pullback((dc, dy))

@@ -175,11 +175,18 @@ def hand_written_default() -> bool:
     ``experiments/results/benchmarks-backward/``), autodiff through the scan
     took 0.81-1.05 of the hand-written pass's time at batches of 64 and
     128, while the hand-written pass was the faster at B=16 from H=128 up
-    (autodiff took 1.15-1.48 of its time; 0.95-1.10 at H=32 and 64). The batch is a
-    :func:`jax.vmap` outside :func:`unroll`, which sees one example, so the
-    default cannot follow it: pass ``backward="hand"`` for small batches.
+    (autodiff took 1.15-1.48 of its time; 0.95-1.10 at H=32 and 64). The
+    batch is a :func:`jax.vmap` outside :func:`unroll`, which sees one
+    example, so the default cannot follow it: pass ``backward="hand"`` for
+    small batches.
     """
     return jax.default_backend() != "cpu"
+
+
+def _builtin_recurrence(cell):
+    """The :class:`scanrnn.cells.Recurrence` of a cell of :mod:`scanrnn.cells` (a hand-written pass), else ``None``."""
+    step = getattr(cell, "step", None)
+    return None if getattr(cell, "project", None) is None or step is None else _registered_core(step)
 
 
 def _hand_written(cell, backward):
@@ -189,8 +196,7 @@ def _hand_written(cell, backward):
     """
     if backward == "autodiff":
         return None
-    step = getattr(cell, "step", None)
-    recurrence = None if getattr(cell, "project", None) is None or step is None else _registered_core(step)
+    recurrence = _builtin_recurrence(cell)
     if backward == "hand":
         if recurrence is None:
             raise ValueError(
@@ -232,8 +238,7 @@ def _scan_steps(cell, params, carry, xs, valid, keep, *, remat, backward, unroll
             )
 
     # A built-in cell's products read its weights transposed (see loop_weights).
-    builtin = project is not None and step is not None and _registered_core(step) is not None
-    in_loop = loop_weights(params) if builtin else lambda: params
+    in_loop = loop_weights(params) if _builtin_recurrence(cell) is not None else lambda: params
 
     def cell_step(c, x, k):
         params = in_loop()
