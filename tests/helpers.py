@@ -40,6 +40,13 @@ def make_cell(name: str, options: dict, hidden_size: int, **kwargs) -> Cell:
     return getattr(scanrnn, name)(hidden_size, **options, **kwargs)
 
 
+def hand_or_auto(cell) -> str:
+    """``"hand"`` for a cell with a hand-written backward pass (at any hidden size, on any backend), else ``"auto"``."""
+    step = getattr(cell, "step", None)
+    registered = step is not None and scanrnn.cells.RECURRENT_CORES.get(step) is not None
+    return "hand" if registered else "auto"
+
+
 def perturb(params, seed=0, scale=0.5):
     """Add Gaussian noise to every leaf: non-zero biases, gains away from 1, peepholes on.
 

@@ -14,13 +14,13 @@ from helpers import (
     FACTORY_CASES,
     FACTORY_IDS,
     elman,
+    hand_or_auto,
     make_cell,
     normal,
     random_carry,
     random_params,
 )
 from scanrnn import unroll
-from scanrnn.cells import RECURRENT_CORES
 
 H, I, T = 4, 3, 5
 F64 = jnp.float64
@@ -50,10 +50,7 @@ def test_unroll_grads_with_length_and_reverse(case_id, name, options):
     cell, params, carry = setup(name, options)
     xs = normal((T, I), seed=3)
 
-    # The hand-written backward pass wherever the cell has one, at any hidden size.
-    hand = RECURRENT_CORES.get(getattr(cell, "step", None)) is not None
-
-    def f(params, carry, xs, backward="hand" if hand else "auto"):
+    def f(params, carry, xs, backward=hand_or_auto(cell)):  # the hand-written pass where the cell has one
         return unroll(cell, params, xs, carry, length=3, reverse=True, backward=backward)
 
     # The hand-written backward pass is reverse mode only; forward mode takes

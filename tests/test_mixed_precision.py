@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import scanrnn
-from helpers import normal
+from helpers import hand_or_auto, normal
 from scanrnn import unroll
-from scanrnn.cells import RECURRENT_CORES
 
 H, I, T = 8, 3, 6
 BF16 = jnp.bfloat16
@@ -74,8 +73,7 @@ def test_bfloat16_products_float32_everything_else(name):
 def test_bfloat16_gradients_hand_written_and_autodiff(name):
     cell, params = setup(name, BF16)
     xs = normal((T, I), seed=3).astype(jnp.float32)
-    hand = RECURRENT_CORES.get(cell.step) is not None  # the hand-written pass, where the cell has one
-    got = jax.jit(jax.grad(partial(loss, cell, backward="hand" if hand else "auto")))(params, xs)
+    got = jax.jit(jax.grad(partial(loss, cell, backward=hand_or_auto(cell))))(params, xs)
     want = jax.jit(jax.grad(partial(loss, cell, backward="autodiff")))(params, xs)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert g.dtype == jnp.float32
@@ -93,7 +91,8 @@ def test_bfloat16_dense_layer():
     xs = normal((T, I), seed=5).astype(jnp.float32)
     ys = layer.apply(params, xs)
     assert ys.dtype == jnp.float32
-    want = np.asarray(xs.astype(BF16), np.float64) @ np.asarray(params.w.astype(BF16), np.float64).T + np.asarray(params.b, np.float64)
+    w, b = (np.asarray(a, np.float64) for a in (params.w.astype(BF16), params.b))
+    want = np.asarray(xs.astype(BF16), np.float64) @ w.T + b
     np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-6)
     assert 0 < float(jnp.max(jnp.abs(ys - scanrnn.dense(3).apply(params, xs))))
 
