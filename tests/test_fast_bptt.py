@@ -113,7 +113,7 @@ def test_remat_on_a_user_cell():
 def test_batched_bidirectional_and_stacked_layers():
     """vmap over a batch with lengths; both directions in one scan; two layers."""
     model = scanrnn.serial(
-        scanrnn.bidirectional(scanrnn.gru(H, param_dtype=F64), backward="hand"),
+        scanrnn.bidirectional(scanrnn.gru(H, param_dtype=F64), backward="hand", one_scan=True),
         scanrnn.recurrent(scanrnn.lstm(H, param_dtype=F64), return_sequences=False, backward="hand"),
         scanrnn.dense(2, param_dtype=F64),
     )
@@ -236,6 +236,10 @@ def test_bad_options():
         scanrnn.recurrent(cell, remat=None)
     with pytest.raises(ValueError, match="backward must be one of"):
         scanrnn.bidirectional(cell, backward="fast")
+    with pytest.raises(ValueError, match="one_scan must be None, True or False, got 'yes'"):
+        scanrnn.bidirectional(cell, one_scan="yes")
+    with pytest.raises(ValueError, match="one_scan must be None, True or False, got 1"):
+        scanrnn.unroll_bidirectional(cell, jax.tree.map(lambda a: jnp.stack([a, a]), params), xs, one_scan=1)
     cho = scanrnn.gru(H, reset_after=False)
     with pytest.raises(ValueError, match="backward='hand' needs a cell with a hand-written backward pass"):
         unroll(cho, cho.init(jax.random.key(0), I), xs.astype(jnp.float32), backward="hand")

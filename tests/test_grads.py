@@ -75,8 +75,8 @@ def test_bidirectional_grads():
     cell = scanrnn.gru(H, reset_after=False, param_dtype=F64)
     params = jax.tree.map(lambda a, b: jnp.stack([a, b]), random_params(cell, I, seed=1), random_params(cell, I, seed=2))
     xs = normal((T, I), seed=3)
-    seq = scanrnn.bidirectional(cell, "concat").apply
-    last = scanrnn.bidirectional(cell, "mul", return_sequences=False).apply
+    seq = scanrnn.bidirectional(cell, "concat", one_scan=True).apply
+    last = scanrnn.bidirectional(cell, "mul", return_sequences=False, one_scan=False).apply
 
     def f(params, xs):
         return seq(params, xs, length=3), last(params, xs, length=4)

@@ -1,5 +1,7 @@
 """Layers and models: recurrent, bidirectional, dense, serial, last_valid."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,28 +109,32 @@ def test_bidirectional_matches_two_unrolls(merge, length):
     assert_close(y, combine(np.asarray(ys_f[n - 1]), np.asarray(ys_b[0])))
 
 
-def test_bidirectional_is_one_scan_and_init_stacks():
+@pytest.mark.parametrize("backend, default_scans", [("cpu", 2), ("gpu", 1)])
+def test_bidirectional_runs_one_scan_or_two_and_init_stacks(backend, default_scans, monkeypatch):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)  # what one_scan=None reads
     cell = scanrnn.simple_rnn(H)
-    layer = bidirectional(cell)
-    params = layer.init(jax.random.key(0), I)
+    params = bidirectional(cell).init(jax.random.key(0), I)
     assert isinstance(params, scanrnn.RNNParams)
     for leaf, single in zip(params, cell.init(jax.random.key(0), I)):
         assert leaf.shape == (2,) + single.shape
     assert not np.allclose(params.w_ih[0], params.w_ih[1])  # independent directions
     assert not np.allclose(params.w_hh[0], params.w_hh[1])
     xs = normal((T, I), seed=1, dtype=jnp.float32)
-    for length in (None, 3):
-        jaxpr = jax.make_jaxpr(lambda p, x: layer.apply(p, x, length=length))(params, xs)
-        assert count_primitive(jaxpr, "scan") == (1, 0)
-    jaxpr = jax.make_jaxpr(lambda p, x: scanrnn.unroll_bidirectional(cell, p, x))(params, xs)
-    assert count_primitive(jaxpr, "scan") == (1, 0)
+    for one_scan, scans in ((None, default_scans), (True, 1), (False, 2)):
+        layer = bidirectional(cell, one_scan=one_scan)
+        for length in (None, 3):
+            jaxpr = jax.make_jaxpr(lambda p, x: layer.apply(p, x, length=length))(params, xs)
+            assert count_primitive(jaxpr, "scan") == (scans, 0)
+        run = partial(scanrnn.unroll_bidirectional, cell, one_scan=one_scan)
+        assert count_primitive(jax.make_jaxpr(run)(params, xs), "scan") == (scans, 0)
 
 
-def test_bidirectional_length_zero_and_batch():
+@pytest.mark.parametrize("one_scan", [True, False])
+def test_bidirectional_length_zero_and_batch(one_scan):
     cell = scanrnn.lstm(H, peephole=True, param_dtype=F64)
     params = stacked_params(cell)
     xs = normal((T, I), seed=3)
-    layer = bidirectional(cell, "sum", return_sequences=False)
+    layer = bidirectional(cell, "sum", return_sequences=False, one_scan=one_scan)
     assert_zero(layer.apply(params, xs, length=0))
     batch = jnp.stack([xs, 2.0 * xs])
     lengths = jnp.array([2, T])

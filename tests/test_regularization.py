@@ -202,7 +202,7 @@ def test_fast_backward_matches_autodiff_with_masks():
                                             key=jax.random.key(5), backward=backward, **options), params, xs, carry)
         value += loss(lambda p, x, c: unroll(cell, p, x, c, zoneout=0.2, backward=backward), params, xs, carry)
         final, ys = unroll_bidirectional(cell, both, xs, length=length, remat="sqrt", key=jax.random.key(6),
-                                         backward=backward, **options)
+                                         backward=backward, one_scan=True, **options)
         return value + jnp.sum(jnp.sin(ys)) + jnp.sum(final.h ** 2)
 
     @jax.jit
@@ -227,10 +227,11 @@ def test_batch_and_bidirectional_keys():
     assert_close(got, jax.tree.map(lambda *a: jnp.stack(a), *loop))
 
     both = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, random_params(cell, I, seed=4))
-    got = unroll_bidirectional(cell, both, xs, length=3, **rates, key=key)
     forward = unroll(cell, jax.tree.map(lambda a: a[0], both), xs, length=3, **rates, key=keys[0])
     backward = unroll(cell, jax.tree.map(lambda a: a[1], both), xs, length=3, reverse=True, **rates, key=keys[1])
-    assert_close(got, jax.tree.map(lambda a, b: jnp.stack([a, b]), forward, backward))
+    for one_scan in (True, False):  # the backward direction's masks, flipped with its steps or not
+        got = unroll_bidirectional(cell, both, xs, length=3, **rates, key=key, one_scan=one_scan)
+        assert_close(got, jax.tree.map(lambda a, b: jnp.stack([a, b]), forward, backward))
 
 
 def test_errors():

@@ -84,15 +84,15 @@ def test_bidirectional_carry_has_a_direction_axis():
     fwd_carry, fwd_ys = masked_loop(cell, direction(params, 0), xs, n, carry=direction(carry, 0))
     bwd_carry, bwd_ys = masked_loop(cell, direction(params, 1), xs, n, reverse=True, carry=direction(carry, 1))
 
-    layer = bidirectional(cell, "sum")
-    last = bidirectional(cell, "concat", return_sequences=False)
+    layer = bidirectional(cell, "sum", one_scan=True)
+    last = bidirectional(cell, "concat", return_sequences=False, one_scan=False)
 
     @jax.jit
     def run(params, xs, carry):
         return (
             layer.apply(params, xs, length, carry=carry),
             last.apply(params, xs, length, carry=carry),
-            scanrnn.unroll_bidirectional(cell, params, xs, carry, length=length)[0],
+            scanrnn.unroll_bidirectional(cell, params, xs, carry, length=length, one_scan=True)[0],
         )
 
     (ys, final), (y, final_last), unrolled = run(params, xs, carry)

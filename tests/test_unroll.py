@@ -298,12 +298,13 @@ def test_user_cell_with_pytree_carry_and_output():
 # unroll_bidirectional.
 
 
+@pytest.mark.parametrize("one_scan", [True, False])
 @pytest.mark.parametrize("length", [None, 4])
-def test_unroll_bidirectional_matches_two_unrolls(length):
+def test_unroll_bidirectional_matches_two_unrolls(length, one_scan):
     cell = scanrnn.lstm(H, param_dtype=F64)
     params = jax.tree.map(lambda a, b: jnp.stack([a, b]), random_params(cell, I, seed=1), random_params(cell, I, seed=2))
     xs = normal((T, I), seed=3)
-    carries, ys = scanrnn.unroll_bidirectional(cell, params, xs, length=length)
+    carries, ys = scanrnn.unroll_bidirectional(cell, params, xs, length=length, one_scan=one_scan)
     p_fwd, p_bwd = jax.tree.map(lambda a: a[0], params), jax.tree.map(lambda a: a[1], params)
     c_fwd, y_fwd = unroll(cell, p_fwd, xs, length=length)
     c_bwd, y_bwd = unroll(cell, p_bwd, xs, length=length, reverse=True)

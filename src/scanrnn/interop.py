@@ -34,7 +34,7 @@ hidden size ``H``):
 
 Internally each example runs on its own (:func:`jax.vmap` adds the batch)
 and each layer is one :func:`scanrnn.unroll` (or one
-:func:`scanrnn.unroll_bidirectional`, both directions in one scan).
+:func:`scanrnn.unroll_bidirectional`).
 
 ``params[l]`` is the cell's params (:class:`scanrnn.RNNParams`,
 :class:`scanrnn.LSTMParams`, :class:`scanrnn.GRUParams`) for a

@@ -52,7 +52,9 @@ import jax.numpy as jnp
 
 from . import cells as _cells
 from .regularization import check_rate
-from .unroll import check_length, check_sequence, check_unroll_options, unroll, unroll_bidirectional, valid_steps
+from .unroll import (
+    check_flag, check_length, check_sequence, check_unroll_options, unroll, unroll_bidirectional, valid_steps,
+)
 
 Array = jax.Array
 
@@ -278,12 +280,14 @@ def bidirectional(
     zoneout=0.0,
     learn_initial_carry: bool = False,
     hoist=None,
+    one_scan=None,
 ) -> Layer:
-    """A bidirectional layer: ``cell`` run forwards and backwards in one scan.
+    """A bidirectional layer: ``cell`` run forwards and backwards.
 
     The two directions' params are stacked on a leading axis of size 2
-    (forward first) and run together through :func:`jax.vmap` over that axis
-    (:func:`scanrnn.unroll_bidirectional`). The backward direction reads each
+    (forward first) and run by :func:`scanrnn.unroll_bidirectional`: in one
+    scan through :func:`jax.vmap` over that axis, or as a forward and a
+    reverse scan (``one_scan``). The backward direction reads each
     sequence's valid part reversed; its outputs are put back in time order.
 
     Args:
@@ -296,6 +300,9 @@ def bidirectional(
         learn_initial_carry, hoist: as for :func:`recurrent`; the key is split
         between the directions, and a learned carry has a leading direction
         axis of 2.
+      one_scan: ``True`` (one scan), ``False`` (two) or ``None`` (the
+        backend's default: one on accelerators, two on a CPU); see
+        :func:`scanrnn.unroll_bidirectional`.
 
     The carry (``initial_carry(params)``, the ``carry`` of ``apply`` and the
     final carry it returns) is the cell's carry with a leading direction
@@ -303,6 +310,7 @@ def bidirectional(
     backward direction's after it read the valid part down to step 0.
     """
     check_unroll_options(remat, backward, hoist)
+    check_flag("one_scan", one_scan)
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {sorted(MERGES)}, got {merge!r}")
     rates = _rate_options(dropout, recurrent_dropout, zoneout)
@@ -326,8 +334,7 @@ def bidirectional(
         options = {} if rates is None else dict(rates, key=key)
         final, ys = unroll_bidirectional(
             cell, cell_params, xs, start, length=length, unroll=unroll_steps, remat=remat, backward=backward,
-            hoist=hoist,
-            **options,
+            hoist=hoist, one_scan=one_scan, **options,
         )  # checks xs and length
         # Index the direction axis leaf by leaf: a user cell's y may be a pytree.
         forwards = jax.tree.map(lambda y: y[0], ys)

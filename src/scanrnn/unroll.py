@@ -14,6 +14,7 @@ backwards. Batches are a :func:`jax.vmap` away (:func:`unroll_batch`).
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Optional
 
 import jax
@@ -129,8 +130,13 @@ def check_unroll_options(remat, backward, hoist=None) -> None:
         raise ValueError(f"remat must be one of {REMATS}, got {remat!r}")
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
-    if hoist not in (None, True, False) or isinstance(hoist, int) and not isinstance(hoist, bool):
-        raise ValueError(f"hoist must be None, True or False, got {hoist!r}")
+    check_flag("hoist", hoist)
+
+
+def check_flag(name: str, value) -> None:
+    """Raise a ValueError unless ``value`` is ``None`` (the backend's default), ``True`` or ``False``."""
+    if not (value is None or isinstance(value, bool)):
+        raise ValueError(f"{name} must be None, True or False, got {value!r}")
 
 
 def prepare_sequence(cell, params, xs, carry, length):
@@ -179,6 +185,25 @@ def hand_written_default() -> bool:
     batch is a :func:`jax.vmap` outside :func:`unroll`, which sees one
     example, so the default cannot follow it: pass ``backward="hand"`` for
     small batches.
+    """
+    return jax.default_backend() != "cpu"
+
+
+def one_scan_default() -> bool:
+    """Whether :func:`unroll_bidirectional` runs both directions in one scan on the default backend.
+
+    On accelerators it does: one scan of ``T`` steps, ``jax.vmap`` over the
+    stacked direction axis, does each step's two products as one batched
+    product, in half the sequential steps of two scans (not measured here).
+    On a CPU it runs a forward scan and then a reverse one. Measured on 2
+    cores (``experiments/benchmarks/pieces.py``, LSTM and GRU at B=32, H=20,
+    at B=64, H=128 and at B=128, H=256; ``experiments/results/benchmarks-pieces/``),
+    the two scans took 0.57-1.01 of the one scan's time in a training step:
+    under the batch's ``jax.vmap`` the one scan's carries are batch-major,
+    ``[B, 2, H]``, while its batched products work direction-major, so each
+    step of the forward and backward passes transposes gates and carries.
+    In inference alone the two scans took 0.90-1.37 of its time, the one
+    scan being the faster on the smallest LSTM.
     """
     return jax.default_backend() != "cpu"
 
@@ -554,13 +579,16 @@ def unroll_bidirectional(
     zoneout=0.0,
     key=None,
     hoist=None,
+    one_scan=None,
 ):
-    """Both directions of a bidirectional layer in ONE scan.
+    """Both directions of a bidirectional layer, in one scan or in two.
 
     The forward and backward params are stacked on a leading axis of size 2
     (``jax.vmap(cell.init)`` of two keys makes them). The backward direction
-    reads each sequence's valid part reversed; both run in a single
-    :func:`jax.lax.scan` through :func:`jax.vmap` over the direction axis.
+    reads each sequence's valid part reversed. With ``one_scan`` both run in
+    a single :func:`jax.lax.scan` through :func:`jax.vmap` over the direction
+    axis; without it, as a forward scan and then a reverse one. The two give
+    the same numbers.
 
     Args:
       params: the cell's params with a leading direction axis of size 2.
@@ -571,6 +599,9 @@ def unroll_bidirectional(
         for :func:`unroll`; each direction has its own masks.
       key: ``None`` or ONE PRNG key (of one sequence: under ``jax.vmap`` pass
         one per example); ``k_forward, k_backward = jax.random.split(key)``.
+      one_scan: ``True`` (one vmapped scan), ``False`` (two scans) or
+        ``None``, the backend's default (:func:`one_scan_default`: one scan
+        on accelerators, two on a CPU, where they were measured faster).
 
     Returns:
       ``(final_carries, ys)``, each leaf with a leading direction axis of 2
@@ -596,10 +627,10 @@ def unroll_bidirectional(
             f"of size 2 (jax.vmap of cell.init); one direction's slice is not: {error}"
         ) from error
     check_unroll_options(remat, backward, hoist)
+    check_flag("one_scan", one_scan)
     if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
         raise ValueError(f"unroll must be a positive int, got {unroll!r}")
-    n = jnp.asarray(xs.shape[0]) if length is None else length
-    both = jnp.stack([xs, flip_valid(xs, n)])  # [2, T, I]: forward, backward order
+    one_scan = one_scan_default() if one_scan is None else one_scan
     if carry is None:
         carry = jax.vmap(cell.initial_carry)(params)
     else:
@@ -608,16 +639,27 @@ def unroll_bidirectional(
     _, _, _, rates = check_regularization(cell, one_params, xs, one_carry, dropout, recurrent_dropout, zoneout, None)
     masks = (None, None, None)
     if key is not None and (dropout > 0 or recurrent_dropout > 0 or rates is not None):
-        # One key per direction. The backward direction's zoneout rows follow
-        # its steps, which read the valid part reversed.
+        # One key per direction; each direction's zoneout rows are in time
+        # order, row t for the step that reads xs[t].
         options = dict(dropout=dropout, recurrent_dropout=recurrent_dropout, zoneout=zoneout)
         drawn = jax.vmap(lambda k: sample_masks(k, xs, one_carry, **options))(jax.random.split(key))
-        keep = jax.tree.map(lambda k: jnp.stack([k[0], flip_valid(k[1], n)]), drawn.zoneout)
-        masks, rates = (drawn.inputs, drawn.recurrent, keep), None
+        masks, rates = (drawn.inputs, drawn.recurrent, drawn.zoneout), None
 
-    def one_direction(p, x, c, m):
-        return _unroll_sequence(cell, p, x, c, length, False, unroll, remat, backward, (*m, rates), hoist)
+    def one_direction(p, x, c, m, reverse):
+        return _unroll_sequence(cell, p, x, c, length, reverse, unroll, remat, backward, (*m, rates), hoist)
 
-    carries, ys = jax.vmap(one_direction)(params, both, carry, masks)
+    if not one_scan:  # a forward scan, then a reverse one
+
+        def direction(d):
+            p, c, m = jax.tree.map(lambda a: a[d], (params, carry, masks))
+            return one_direction(p, xs, c, m, reverse=d == 1)
+
+        return jax.tree.map(lambda a, b: jnp.stack([a, b]), direction(0), direction(1))
+    # One scan: the backward direction reads the valid part reversed, and its
+    # zoneout rows follow its steps.
+    n = jnp.asarray(xs.shape[0]) if length is None else length
+    both = jnp.stack([xs, flip_valid(xs, n)])  # [2, T, I]: forward, backward order
+    keep = jax.tree.map(lambda k: jnp.stack([k[0], flip_valid(k[1], n)]), masks[2])
+    carries, ys = jax.vmap(partial(one_direction, reverse=False))(params, both, carry, (*masks[:2], keep))
     ys = jax.tree.map(lambda y: jnp.stack([y[0], flip_valid(y[1], n)]), ys)
     return carries, ys
