@@ -39,6 +39,25 @@ def test_apply_matches_reference(key, case_id, name, options, dtype):
 
 
 @pytest.mark.parametrize("case_id,name,options", CASES, ids=CASE_IDS)
+def test_one_input_feature(key, case_id, name, options):
+    """I=1, where the LSTM and GRU make their input projection gate by gate (``gate_projection``)."""
+    cell = make_cell(name, options, H, param_dtype=jnp.float64)
+    params = random_params(cell, 1, seed=1)
+    carry = random_carry(cell, params, seed=2)
+    xs = normal((4, 1), seed=3)
+    p = reference.as_numpy(params)
+    expected_carry = carry_tuple(carry)
+    for x in xs:
+        carry, y = jax.jit(cell.apply)(params, carry, x)
+        expected_carry, expected_y = reference.step(name, p, expected_carry, np.asarray(x), **options)
+        np.testing.assert_allclose(np.asarray(y), expected_y, **TOL[jnp.float64])
+    # The projection of a batch, in the scan's layout, is still x @ w_ih.T + b.
+    if name in ("lstm", "gru"):
+        want = np.asarray(xs) @ p["w_ih"].T + p["b_ih" if name == "gru" else "b"]
+        np.testing.assert_allclose(jax.jit(jax.vmap(cell.project, in_axes=(None, 0)))(params, xs), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("case_id,name,options", CASES, ids=CASE_IDS)
 def test_apply_is_step_of_project(key, case_id, name, options):
     cell = make_cell(name, options, H, param_dtype=jnp.float64)
     params = random_params(cell, I, seed=1)

@@ -278,6 +278,22 @@ def product(x: Array, w: Array, compute_dtype=None) -> Array:
     return jnp.matmul(x.astype(compute_dtype), w.T.astype(compute_dtype), preferred_element_type=w.dtype)
 
 
+def gate_projection(x: Array, w: Array, b: Array, gates: int, compute_dtype=None) -> Array:
+    """``product(x, w) + b`` for a cell with ``gates`` gate blocks stacked in ``w``'s rows.
+
+    With one input feature it is made gate by gate and concatenated, which
+    gives the same numbers. There XLA's CPU compiler turns the product into
+    an outer product fused with the step's gate maths, and slicing its
+    result per gate ran the scan's steps at about half speed (B=32, H=20,
+    one product in a scan: 12 against 5 us per GRU step); the slices of the
+    concatenation fold away.
+    """
+    if w.shape[-1] != 1:
+        return product(x, w, compute_dtype) + b
+    blocks = zip(jnp.split(w, gates), jnp.split(b, gates))
+    return jnp.concatenate([product(x, w_g, compute_dtype) + b_g for w_g, b_g in blocks], axis=-1)
+
+
 class Recurrence(NamedTuple):
     """What the hand-written backward pass needs of a built-in cell (see :func:`_make_cell`)."""
 
@@ -512,7 +528,7 @@ def lstm(
         return PeepholeLSTMParams(*params, *(peephole_init(k, (H,), param_dtype) for k in kp))
 
     def project(params, x):
-        return product(x, params.w_ih, compute_dtype) + params.b
+        return gate_projection(x, params.w_ih, params.b, 4, compute_dtype)
 
     def core(params, carry, p, r):
         i, f, g, o = jnp.split(p + r, 4)
@@ -580,7 +596,7 @@ def gru(
         )
 
     def project(params, x):
-        return product(x, params.w_ih, compute_dtype) + params.b_ih
+        return gate_projection(x, params.w_ih, params.b_ih, 3, compute_dtype)
 
     def core(params, carry, p, rec):
         # reset_after only: the whole recurrent product is rec = w_hh @ h.
