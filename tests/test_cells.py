@@ -40,7 +40,7 @@ def test_apply_matches_reference(key, case_id, name, options, dtype):
 
 @pytest.mark.parametrize("case_id,name,options", CASES, ids=CASE_IDS)
 def test_one_input_feature(key, case_id, name, options):
-    """I=1, where the LSTM and GRU make their input projection gate by gate (``gate_projection``)."""
+    """I=1, where the GRU makes its input projection gate by gate (``gate_projection``)."""
     cell = make_cell(name, options, H, param_dtype=jnp.float64)
     params = random_params(cell, 1, seed=1)
     carry = random_carry(cell, params, seed=2)
