@@ -3,6 +3,8 @@ and carries, user-written cells, and a jaxpr walker."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -228,3 +230,11 @@ def masked_loop(cell, params, xs, n, reverse=False, carry=None):
         ys.append(y)
     ys = (ys[::-1] if reverse else ys) + [zero] * (len(xs) - n)
     return carry, jax.tree.map(lambda *y: jnp.stack(y), *ys)
+
+
+def load_script(path, name: str):
+    """The experiment or benchmark script at ``path``, imported as module ``name`` (its ``main`` not run)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

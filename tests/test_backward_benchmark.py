@@ -1,10 +1,11 @@
 """experiments/benchmarks/backward.py, the measurement behind backward="auto", on a tiny grid."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "benchmarks" / "backward.py"
@@ -12,9 +13,7 @@ SCRIPT = ROOT / "experiments" / "benchmarks" / "backward.py"
 
 @pytest.mark.usefixtures("standard_dtype_promotion")
 def test_grid_writes_both_passes_and_what_auto_picks(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("benchmarks_backward", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT, "benchmarks_backward")
     monkeypatch.setattr(module, "hand_written_default", lambda: False)  # the CPU rule, on any backend
 
     module.main(["--quick", "--cells", "lstm", "--batch", "2", "--hidden", "8", "--repeats", "2",

@@ -1,6 +1,5 @@
 """The benchmark harness (experiments/benchmarks): its --quick path, its weight mapping and its timing loop."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,18 +14,13 @@ pytest.importorskip("flax")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from helpers import load_script  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "benchmarks" / "run.py"
 
 
-def load_harness():
-    spec = importlib.util.spec_from_file_location("benchmarks_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_harness()
+bench = load_script(SCRIPT, "benchmarks_run")
 
 
 def test_quick_run_checks_and_reports(tmp_path):
@@ -112,10 +106,7 @@ def test_flax_mapping_matches_torch(cell):
 
 
 def load_memory_script():
-    spec = importlib.util.spec_from_file_location("benchmarks_memory", SCRIPT.parent / "memory.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT.parent / "memory.py", "benchmarks_memory")
 
 
 memory = load_memory_script()

@@ -1,6 +1,5 @@
 """The gradient-flow study's --quick path, in a subprocess."""
 
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -8,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from helpers import load_script
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "gradient_flow.py"
 
@@ -40,9 +41,7 @@ def test_quick_run_writes_its_table_plots_and_results(tmp_path):
 
 
 def test_unknown_model_and_uneven_budget_are_rejected(capsys):
-    spec = importlib.util.spec_from_file_location("gradient_flow", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT, "gradient_flow")
     with pytest.raises(SystemExit):
         module.parse_args(["--quick", "--models", "transformer"])
     assert "unknown models ['transformer']" in capsys.readouterr().err

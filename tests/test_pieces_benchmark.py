@@ -1,6 +1,5 @@
 """experiments/benchmarks/pieces.py, the bidirectional and stacked layers against their pieces, on tiny shapes."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,16 +7,15 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "benchmarks" / "pieces.py"
 
 
 @pytest.fixture(scope="module")
 def pieces():
-    spec = importlib.util.spec_from_file_location("benchmarks_pieces", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "benchmarks_pieces")
 
 
 def test_the_check_between_programs_is_live(pieces):

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from helpers import load_script
 from scanrnn import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,12 +58,7 @@ def test_quick_run(tmp_path):
 
 
 def _load_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("sine_forecast_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "sine_forecast_script")
 
 
 def test_merge_replaces_and_inserts_rows(tmp_path):
