@@ -3,9 +3,10 @@
 scanrnn runs the two directions of a bidirectional layer in one
 ``lax.scan``, ``jax.vmap`` over the stacked direction axis, or as two scans
 (the ``one_scan`` option), and a stack of layers as one jitted program. This
-script measures what each costs or saves against its pieces, on one shape (default the harness's medium case: B=128, T=200, I=64,
-H=256), for a training step (the jitted loss and gradients of a many-to-one
-MSE loss, ``block_until_ready``) and for inference (the jitted forward pass).
+script measures what each costs or saves against its pieces, on one shape
+(default the harness's medium case: B=128, T=200, I=64, H=256), for a
+training step (the jitted loss and gradients of a many-to-one MSE loss,
+``block_until_ready``) and for inference (the jitted forward pass).
 
 Bidirectional (LSTM and GRU; params stacked on a direction axis of 2):
 
@@ -55,7 +56,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import scanrnn
 
