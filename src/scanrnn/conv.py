@@ -23,7 +23,7 @@ from jax.nn import initializers
 
 from . import cells as _cells
 from .layers import Layer, _no_carry, stateless_output
-from .unroll import check_length, check_sequence, valid_steps
+from .unroll import check_length, check_sequence, mask_padding, valid_steps
 
 Array = jax.Array
 
@@ -188,7 +188,7 @@ def causal_conv(
             # layer with a one-step sequence and reads only the feature size.)
             return jnp.zeros((0, features), params.w.dtype)
         z = lax.conv_general_dilated(
-            xs[None],  # [1, T, I]
+            mask_padding(xs, length)[None],  # [1, T, I]; causal, so the valid outputs read no padding
             params.w,  # [F, I, K]
             window_strides=(stride,),
             padding=[(left, 0)],

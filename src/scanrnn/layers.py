@@ -53,7 +53,8 @@ import jax.numpy as jnp
 from . import cells as _cells
 from .regularization import check_rate
 from .unroll import (
-    check_flag, check_length, check_sequence, check_unroll_options, unroll, unroll_bidirectional, valid_steps,
+    check_flag, check_length, check_sequence, check_unroll_options, mask_padding, unroll, unroll_bidirectional,
+    valid_steps,
 )
 
 Array = jax.Array
@@ -395,7 +396,7 @@ def dense(
             return affine(params, xs)
         xs = check_sequence(xs)
         length = check_length(length, xs.shape[0])
-        ys = jax.vmap(affine, in_axes=(None, 0))(params, xs)
+        ys = jax.vmap(affine, in_axes=(None, 0))(params, mask_padding(xs, length))
         if length is None:
             return ys
         return jnp.where(valid_steps(xs.shape[0], length)[:, None], ys, jnp.zeros_like(ys))

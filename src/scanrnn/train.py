@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from .layers import Layer, last_valid
-from .unroll import check_length, check_lengths, valid_steps
+from .unroll import check_length, check_lengths, mask_padding, valid_steps
 
 Array = jax.Array
 
@@ -71,10 +71,12 @@ def mse(pred, target, length=None) -> Array:
     prediction of rank 0 or 1 (a many-to-one output ``[F]``) counts whole.
     """
     _check_same_shape("mse", pred, target)
-    err = jnp.square(pred - target)
-    if length is None or err.ndim < 2:
-        return jnp.mean(err)
-    return _masked_mean(err, check_length(length, err.shape[0]))
+    if length is None or jnp.ndim(pred) < 2:
+        return jnp.mean(jnp.square(pred - target))
+    length = check_length(length, jnp.shape(pred)[0])
+    # Padding (a NaN target, say) never enters the arithmetic, nor its gradient.
+    err = jnp.square(mask_padding(pred, length) - mask_padding(target, length))
+    return _masked_mean(err, length)
 
 
 def last_step_mse(pred, target, length=None) -> Array:
@@ -107,10 +109,12 @@ def softmax_cross_entropy(logits, labels, length=None) -> Array:
         )
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"softmax_cross_entropy: labels must be integers, got dtype {labels.dtype}")
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    if length is None or nll.ndim == 0:
-        return jnp.mean(nll)
-    return _masked_mean(nll, check_length(length, nll.shape[0]))
+    if length is None or labels.ndim == 0:
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    length = check_length(length, labels.shape[0])
+    # Padding past the length (a label of -1, a NaN logit) never enters the arithmetic.
+    nll = optax.softmax_cross_entropy_with_integer_labels(mask_padding(logits, length), mask_padding(labels, length))
+    return _masked_mean(nll, length)
 
 
 LOSSES = {"mse": mse, "last_step_mse": last_step_mse, "softmax_cross_entropy": softmax_cross_entropy}

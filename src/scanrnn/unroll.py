@@ -92,6 +92,22 @@ def valid_steps(num_steps: int, length) -> Array:
     return jnp.arange(num_steps, dtype=length.dtype) < length
 
 
+def mask_padding(xs, length) -> Array:
+    """``xs [T, ...]`` with the steps past ``length`` replaced by zeros (``xs`` itself without a length).
+
+    The steps past a sequence's length still run (their results are
+    discarded), so what the padding holds must never enter them: a NaN or
+    an inf there would give NaN gradients through ``0 * NaN`` in the
+    backward pass, although the outputs are masked. ``jnp.where`` (not a
+    product with the mask) makes the padding exactly zero, and its gradient
+    there exactly zero.
+    """
+    if length is None:
+        return xs
+    valid = valid_steps(xs.shape[0], length).reshape((-1,) + (1,) * (xs.ndim - 1))
+    return jnp.where(valid, xs, jnp.zeros_like(xs))
+
+
 def flip_valid(xs, length) -> Array:
     """Reverse the first ``length`` steps of ``xs`` along axis 0, keeping the rest.
 
@@ -372,6 +388,7 @@ def _unroll_sequence(cell, params, xs, carry, length, reverse, unroll, remat, ba
     num_steps = xs.shape[0]
     if backward == "hand":
         _hand_written(cell, backward)  # the cell has the pass, or a ValueError
+    xs = mask_padding(xs, length)
     if input_mask is not None:
         xs = xs * input_mask[None, :]
 
