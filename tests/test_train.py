@@ -123,7 +123,7 @@ def test_train_step_equals_update_by_hand(key):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     # A second call with the same shapes does not compile again.
     step(new_params, new_state, batch)
-    assert step._cache_size() == 1
+    assert step.jitted._cache_size() == 1
 
 
 def test_fit_batch_size_one_is_per_example_sgd(key):

@@ -1,4 +1,15 @@
-"""Exporting params to an ``.npz`` file and loading them back into the same structure.
+"""Checkpoints: a training run's whole state through orbax-checkpoint, and params exported as ``.npz``.
+
+Run checkpoints: :func:`scanrnn.train.fit` with ``checkpoint_dir`` saves its
+:class:`scanrnn.train.TrainState` (params, optimizer state, step, data
+order, dropout key, best params, history) through :class:`RunCheckpoints`,
+orbax-checkpoint's ``CheckpointManager``: one step directory per checkpoint,
+written to a temporary directory and renamed when complete, the last few
+kept and the best by validation. :func:`load_state` reads one back and
+:func:`checkpoint_steps` lists them. orbax is imported only when a run
+checkpoint is opened.
+
+Exporting params:
 
 :func:`save_params` writes every leaf of a params pytree as one array of an
 ``.npz`` archive, named by its path in the tree (``[0].w_ih``: layer 0, field
@@ -30,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
+from ._run_checkpoints import RunCheckpoints, checkpoint_steps, load_state  # noqa: F401 (re-exported)
 
 
 def save_params(path, params) -> None:
