@@ -70,14 +70,18 @@ def test_killed_and_resumed_runs_end_bit_identical(tmp_path):
         reference = start(tmp_path, tmp_path / "reference", tmp_path / "reference.npz")
         processes.append(reference)
         # (saves to wait for, then: "now" or a delay in seconds)
-        kills = [(1, "now"), (2, rng.uniform(0.0, 1.0)), (2, "now"), (1, rng.uniform(0.5, 1.5))]
+        # (saves to wait for, then a delay in seconds): "during" kills land within a few tens of
+        # milliseconds of a save's start, while orbax writes; up to 4 more of them are added
+        # until one has been seen to interrupt a write.
+        during = lambda: (1, rng.uniform(0.01, 0.06))  # noqa: E731
+        kills = [during(), (2, rng.uniform(0.0, 1.0)), during(), (1, rng.uniform(0.5, 1.5))]
         interrupted, mid_save, steps_seen = 0, 0, []
-        for saves_before, when in kills:
+        while kills:
+            saves_before, delay = kills.pop(0)
             process = start(tmp_path, tmp_path / "run", tmp_path / "run.npz")
             processes.append(process)
             saves = read_saves(process, saves_before, time.monotonic() + TIMEOUT)
-            if when != "now":
-                time.sleep(when)
+            time.sleep(delay)
             finished = process.poll() is not None
             stop(process)
             if finished:
@@ -86,6 +90,8 @@ def test_killed_and_resumed_runs_end_bit_identical(tmp_path):
             steps_seen += saves
             # A save in flight left orbax's temporary directory; the complete checkpoints load.
             mid_save += any("tmp" in p.name for p in (tmp_path / "run").iterdir())
+            if not kills and not mid_save and interrupted < 8:
+                kills.append(during())
             steps = checkpoint.checkpoint_steps(tmp_path / "run")  # none when the first save was cut short
             if steps:
                 assert int(checkpoint.load_state(tmp_path / "run", like()).step) == steps[-1]
