@@ -344,16 +344,16 @@ def _objective(model: Optional[Layer], loss: Callable) -> Callable:
     return lambda params, batch, key: batch_loss(model, loss, params, batch, key=key)
 
 
-def _guarded_step(objective: Callable, optimizer: optax.GradientTransformation, halt: bool) -> Callable:
+def _guarded_step(objective: Callable, optimizer: optax.GradientTransformation, nonfinite: str) -> Callable:
     """The pure step ``(params, opt_state, batch, key, halted) -> (params, opt_state, metrics, halted)``.
 
-    The update is applied only when the loss, the gradient and the new
-    params are all finite and ``halted`` is false; otherwise params and the
-    optimizer state come back unchanged (``optax.apply_if_finite``'s rule).
-    With ``halt`` the returned ``halted`` becomes true at the first
-    non-finite step, so that every later step of the same dispatch is a
-    no-op: :func:`fit` learns of the failure at its next host sync without
-    having synced at every step, and the state is the last finite one.
+    Inside the step it computes whether the loss, the gradient and the new
+    params are finite. ``nonfinite`` says what a step does when one is not:
+    ``"apply"`` updates anyway; ``"skip"`` returns params and the optimizer
+    state unchanged (``optax.apply_if_finite``'s rule); ``"halt"`` skips it
+    too and returns ``halted`` true, which makes every later step a no-op
+    (``halted`` in), so that :func:`fit` learns of the failure at its next
+    host sync, without a sync at every step, with the last finite state.
     """
 
     def step(params, opt_state, batch, key, halted):
@@ -361,13 +361,16 @@ def _guarded_step(objective: Callable, optimizer: optax.GradientTransformation, 
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         loss_ok, grads_ok, update_ok = jnp.isfinite(value), _all_finite(grads), _all_finite(new_params)
-        ok = loss_ok & grads_ok & update_ok & ~halted
-        params, opt_state = _select(ok, (new_params, new_opt_state), (params, opt_state))
         metrics = {
             "loss": value, "grad_norm": global_norm(grads),
-            "loss_finite": loss_ok, "grads_finite": grads_ok, "update_finite": update_ok, "applied": ok,
+            "loss_finite": loss_ok, "grads_finite": grads_ok, "update_finite": update_ok,
         }
-        return params, opt_state, metrics, (halted | ~ok) if halt else halted
+        if nonfinite == "apply":
+            return new_params, new_opt_state, metrics, halted
+        ok = loss_ok & grads_ok & update_ok & ~halted
+        params, opt_state = _select(ok, (new_params, new_opt_state), (params, opt_state))
+        metrics["applied"] = ok
+        return params, opt_state, metrics, (halted | ~ok) if nonfinite == "halt" else halted
 
     return step
 
@@ -397,19 +400,10 @@ def make_train_step(
     if not isinstance(model, Layer):
         raise _checks.InputTypeError(f"make_train_step: model must be a scanrnn Layer (serial(...), recurrent(...)), got {type(model).__name__}")
     skip_nonfinite = _checks.flag("skip_nonfinite", skip_nonfinite)
-    pure = _guarded_step(_objective(model, loss), optimizer, halt=False)
+    pure = _guarded_step(_objective(model, loss), optimizer, "skip" if skip_nonfinite else "apply")
 
     def compiled_step(params, opt_state, batch, key=None):
-        if skip_nonfinite:
-            params, opt_state, metrics, _ = pure(params, opt_state, batch, key, jnp.asarray(False))
-            return params, opt_state, metrics
-        value, grads = jax.value_and_grad(_objective(model, loss))(params, batch, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        metrics = {
-            "loss": value, "grad_norm": global_norm(grads), "loss_finite": jnp.isfinite(value),
-            "grads_finite": _all_finite(grads), "update_finite": _all_finite(params),
-        }
+        params, opt_state, metrics, _ = pure(params, opt_state, batch, key, jnp.asarray(False))
         return params, opt_state, metrics
 
     jitted = jax.jit(compiled_step)
@@ -991,7 +985,7 @@ def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints
          monitor, mode, patience, on_nonfinite, checkpoint_every, verbose):
     """The loop of :func:`fit` from ``state`` on; returns the final state."""
     halt = on_nonfinite == "raise"
-    step_fn = jax.jit(_guarded_step(_objective(model, loss), optimizer, halt))
+    step_fn = jax.jit(_guarded_step(_objective(model, loss), optimizer, "halt" if halt else "skip"))
     eval_fn = jax.jit(_eval_fn(model, loss, metric_fns))
     bar = verbose and sys.stdout.isatty()
     history = {name: list(values) for name, values in state.history.items()}
