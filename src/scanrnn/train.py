@@ -999,6 +999,25 @@ def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints
     def stopped_early(state):
         return patience is not None and int(state.best_epoch) > 0 and int(state.epoch) - int(state.best_epoch) >= patience
 
+    def sync(params, opt_state, state, pending):
+        """Fold the pending steps into ``state``; raise at the first non-finite one when halting."""
+        values = jax.device_get([m for m, _, _ in pending])
+        loss_sum, examples, skipped = float(state.epoch_loss), int(state.epoch_examples), int(state.epoch_skipped)
+        for m, (_, size, b) in zip(values, pending):
+            if not m["applied"]:
+                if halt:
+                    what = "loss" if not m["loss_finite"] else "gradient" if not m["grads_finite"] else "update"
+                    raise _divergence(state, params, opt_state, b, loss_sum, examples, m, what, num_batches, checkpoints)
+                skipped += 1
+                continue
+            loss_sum += float(m["loss"]) * size
+            examples += size
+        done = pending[-1][2] if pending else int(state.batch)
+        return state._replace(
+            params=params, opt_state=opt_state, step=_int(int(state.step) + len(pending)), batch=_int(done),
+            epoch_loss=_float(loss_sum), epoch_examples=_int(examples), epoch_skipped=_int(skipped),
+        )
+
     rng = np.random.default_rng(int(state.seed))
     for _ in range(int(state.epoch)):  # the permutations of the epochs done
         rng.permutation(n)
@@ -1009,25 +1028,6 @@ def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints
         order = rng.permutation(n)
         params, opt_state = state.params, state.opt_state
         pending = []  # (metrics on the device, batch size, batch number) since the last sync
-
-        def sync(params, opt_state, state, pending):
-            """Fold the pending steps into ``state``; raise at the first non-finite one when halting."""
-            values = jax.device_get([m for m, _, _ in pending])
-            loss_sum, examples, skipped = float(state.epoch_loss), int(state.epoch_examples), int(state.epoch_skipped)
-            for m, (_, size, b) in zip(values, pending):
-                if not m["applied"]:
-                    if halt:
-                        what = "loss" if not m["loss_finite"] else "gradient" if not m["grads_finite"] else "update"
-                        return _diverged(state, params, opt_state, b, loss_sum, examples, m, what, num_batches, checkpoints)
-                    skipped += 1
-                    continue
-                loss_sum += float(m["loss"]) * size
-                examples += size
-            done = pending[-1][2] if pending else int(state.batch)
-            return state._replace(
-                params=params, opt_state=opt_state, step=_int(int(state.step) + len(pending)), batch=_int(done),
-                epoch_loss=_float(loss_sum), epoch_examples=_int(examples), epoch_skipped=_int(skipped),
-            )
 
         for b in range(int(state.batch), num_batches):
             index = order[b * batch_size : (b + 1) * batch_size]
@@ -1073,8 +1073,10 @@ def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints
     return state
 
 
-def _diverged(state, params, opt_state, batch, loss_sum, examples, metrics, what, num_batches, checkpoints):
-    """Raise the :class:`DivergenceError` of the step that read batch ``batch`` of the epoch in progress.
+def _divergence(state, params, opt_state, batch, loss_sum, examples, metrics, what, num_batches, checkpoints):
+    """The :class:`DivergenceError` of the step that read batch ``batch`` of the epoch in progress.
+
+    With ``checkpoints``, the state before that step is saved first.
 
     ``params`` and ``opt_state`` are the device's, frozen since the first
     non-finite step: the state before that step.
@@ -1094,7 +1096,7 @@ def _diverged(state, params, opt_state, batch, loss_sum, examples, metrics, what
     if checkpoints is not None:
         checkpoints.save(last)
         where = f"; the latest checkpoint in {checkpoints.directory} holds the state before it (step {steps_before})"
-    raise DivergenceError(
+    return DivergenceError(
         f"training diverged at epoch {epoch}, step {steps_before + 1} (batch {batch} of {num_batches}): {detail}{where}",
         epoch=epoch, step=steps_before + 1, batch=batch, nonfinite=what, state=last,
     )
