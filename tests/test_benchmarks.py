@@ -23,6 +23,7 @@ SCRIPT = ROOT / "experiments" / "benchmarks" / "run.py"
 bench = load_script(SCRIPT, "benchmarks_run")
 
 
+@pytest.mark.slow
 def test_quick_run_checks_and_reports(tmp_path):
     """A bidirectional GRU (the hardest weight mapping) through every implementation; a variant nothing takes."""
     out = tmp_path / "BENCH.md"

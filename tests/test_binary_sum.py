@@ -6,10 +6,13 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "binary_sum.py"
 RUNS = ["sgd/bptt", "sgd/jax.grad", "adam/bptt", "adam/jax.grad", "sgd/bptt, seed's init"]
 
 
+@pytest.mark.slow
 def test_binary_sum_quick(tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], capture_output=True, text=True

@@ -6,9 +6,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "char_rnn.py"
 
 
+@pytest.mark.slow
 def test_char_rnn_quick(tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], capture_output=True, text=True

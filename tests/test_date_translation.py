@@ -63,6 +63,7 @@ def test_split_holds_dates_out_and_encoding_round_trips():
         dates.split_dates(np.random.default_rng(0), 1.5)
 
 
+@pytest.mark.slow
 def test_date_translation_quick(tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], capture_output=True, text=True

@@ -13,6 +13,7 @@ from helpers import load_script
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "gradient_flow.py"
 
 
+@pytest.mark.slow
 def test_quick_run_writes_its_table_plots_and_results(tmp_path):
     out = tmp_path / "gf"
     command = [sys.executable, str(SCRIPT), "--quick", "--models", "rnn-tanh,lstm", "--seed", "3", "--out", str(out)]

@@ -27,6 +27,7 @@ def test_the_check_between_programs_is_live(pieces):
             pieces.check_same("off", outputs, off)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("standard_dtype_promotion")
 def test_quick_run_writes_every_row(pieces, tmp_path):
     pieces.main(["--quick", "--bidir-cells", "lstm", "--repeats", "2", "--min-time", "0", "--out", str(tmp_path)])

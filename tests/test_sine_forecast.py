@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from helpers import load_script
 from scanrnn import data
@@ -14,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "sine_forecast.py")
 
 
+@pytest.mark.slow
 def test_quick_run(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
