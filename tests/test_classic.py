@@ -215,7 +215,7 @@ def test_errors():
         jordan(0, 1)
     with pytest.raises(ValueError, match="output_size must be a positive int, got 0"):
         elman(4, 0)
-    with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"alpha must be a float in \[0, 1\), got 1.0"):
         jordan(4, 1, alpha=1.0)
     with pytest.raises(ValueError, match="k must be a positive int, got 0"):
         narx(4, 1, k=0)

@@ -38,7 +38,17 @@ float32: mixed precision for accelerators with fast bfloat16 products.
 Default initialisers follow Keras: Glorot-uniform input kernels, orthogonal
 recurrent kernels, zero biases (and the LSTM forget-gate bias set to
 ``forget_bias``). Each can be replaced by any ``init(key, shape, dtype)``
-function, such as those in :mod:`jax.nn.initializers`.
+function, such as those in :mod:`jax.nn.initializers`. ``param_dtype`` is a
+floating dtype; one narrower than float32 (``jnp.bfloat16``) is initialised
+in float32 and cast (:func:`param_init`), since LAPACK, behind the
+orthogonal initialiser, has no bfloat16.
+
+Every factory checks its options when it is called (sizes positive ints,
+``peephole`` and ``reset_after`` booleans, ``forget_bias`` finite,
+``epsilon`` positive and finite), and every function of a cell checks what
+it is given (a PRNG key; params of the cell's type and shapes; ``x`` of
+shape ``[input_size]``, real, of the params' dtype when floating; a carry
+of the cell's type, shapes and the params' dtype) before any arithmetic.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ import jax
 import jax.numpy as jnp
 from jax.nn import initializers
 
+from . import _checks
 from .regularization import zoneout_blend
 
 Array = jax.Array
@@ -191,19 +202,35 @@ ones = initializers.ones
 
 
 def _activation(name: str) -> Callable:
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]
 
 
-def _check_hidden_size(hidden_size) -> None:
-    if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
-        raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
+def _check_hidden_size(hidden_size) -> int:
+    return _checks.positive_int("hidden_size", hidden_size)
 
 
-def _check_input_size(input_size) -> None:
-    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
-        raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+def _check_input_size(input_size) -> int:
+    return _checks.positive_int("input_size", input_size)
+
+
+def _check_param_dtype(param_dtype):
+    """``param_dtype`` as a dtype; a non-floating one (int, complex, bool) or no dtype at all raises."""
+    return _checks.floating_dtype("param_dtype", param_dtype)
+
+
+def param_init(init: Initializer, param_dtype) -> Callable[[Array, tuple], Array]:
+    """``init`` as ``(key, shape) -> params of param_dtype``.
+
+    A dtype narrower than float32 (``jnp.bfloat16``, ``jnp.float16``) is
+    initialised in float32 and cast: LAPACK, behind the orthogonal
+    initialiser's QR decomposition, has no such dtype. float32 and float64
+    are initialised in their own dtype, as ``init`` would be called directly.
+    """
+    if jnp.finfo(param_dtype).bits >= 32:
+        return lambda key, shape: init(key, shape, param_dtype)
+    return lambda key, shape: jnp.asarray(init(key, shape, jnp.float32)).astype(param_dtype)
 
 
 def _shape(a) -> tuple:
@@ -231,6 +258,7 @@ def _check_x(name: str, x, kernel) -> None:
             f"{name}: x must have shape ({input_size},) (one example, input_size from params), "
             f"got {_shape(x)}"
         )
+    _checks.real_dtype(f"{name}: x", x)
     dtype = jnp.result_type(x)
     if jnp.issubdtype(dtype, jnp.floating) and dtype != kernel.dtype:
         raise ValueError(
@@ -238,12 +266,23 @@ def _check_x(name: str, x, kernel) -> None:
         )
 
 
-def _check_carry(name: str, carry, cls, hidden_size: int) -> None:
+def _check_carry(name: str, carry, cls, hidden_size: int, dtype=None) -> None:
+    """``carry`` must be a ``cls`` of vectors ``[hidden_size]`` (of ``dtype``, the params', when given)."""
     if not isinstance(carry, cls):
         raise ValueError(f"{name} expects a carry of type {cls.__name__}, got {type(carry).__name__}")
     for field, value in zip(cls._fields, carry):
         if _shape(value) != (hidden_size,):
             raise ValueError(f"{name}: carry.{field} must have shape ({hidden_size},), got {_shape(value)}")
+        _check_carry_dtype(name, field, value, dtype)
+
+
+def _check_carry_dtype(name: str, field: str, value, dtype) -> None:
+    """A carry leaf must have the params' dtype: another would change the scan's carry type, or its precision."""
+    if dtype is not None and jnp.result_type(value) != dtype:
+        raise ValueError(
+            f"{name}: carry.{field} must have the params' dtype {jnp.dtype(dtype)} (as initial_carry gives it), "
+            f"got {jnp.result_type(value)}; cast one of them"
+        )
 
 
 def _layer_norm(z: Array, scale: Array, offset: Optional[Array], epsilon: float) -> Array:
@@ -256,14 +295,7 @@ def _layer_norm(z: Array, scale: Array, offset: Optional[Array], epsilon: float)
 
 
 def _check_compute_dtype(compute_dtype) -> None:
-    if compute_dtype is None:
-        return
-    try:
-        floating = jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating)
-    except TypeError:  # not a dtype at all
-        floating = False
-    if not floating:
-        raise ValueError(f"compute_dtype must be None or a floating dtype such as jnp.bfloat16, got {compute_dtype!r}")
+    _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
 
 
 def product(x: Array, w: Array, compute_dtype=None) -> Array:
@@ -373,6 +405,7 @@ def _make_cell(
         _check_params(name, params, params_cls, shapes)
 
     def init(key, input_size):
+        _checks.prng_key("key", key)
         _check_input_size(input_size)
         params = make_params(key, input_size)
         check(params)
@@ -390,16 +423,20 @@ def _make_cell(
 
     def checked_step(params, carry, p):
         check(params)
-        _check_carry(name, carry, carry_cls, hidden_size)
+        _check_carry(name, carry, carry_cls, hidden_size, params.w_hh.dtype)
         return step(params, carry, p)
 
     def checked_masked_step(params, carry, p, mask, keep):
         check(params)
-        _check_carry(name, carry, carry_cls, hidden_size)
+        _check_carry(name, carry, carry_cls, hidden_size, params.w_hh.dtype)
         return masked_step(params, carry, p, mask, keep)
 
     def apply(params, carry, x):
-        return checked_step(params, carry, checked_project(params, x))
+        # Every check before any arithmetic.
+        check(params)
+        _check_x(name, x, params.w_ih)
+        _check_carry(name, carry, carry_cls, hidden_size, params.w_hh.dtype)
+        return step(params, carry, project(params, x))
 
     if core is not None:
         RECURRENT_CORES[checked_step] = Recurrence(core, lambda h, w: product(h, w, compute_dtype))
@@ -442,21 +479,18 @@ def simple_rnn(
     >>> y.shape
     (4,)
     """
-    _check_hidden_size(hidden_size)
+    H = _check_hidden_size(hidden_size)
     _check_compute_dtype(compute_dtype)
     phi = _activation(activation)
-    H = hidden_size
+    param_dtype = _check_param_dtype(param_dtype)
+    kernel, recurrent, bias = (param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init))
 
     def shapes(I):
         return {"w_ih": (H, I), "w_hh": (H, H), "b": (H,)}
 
     def make_params(key, input_size):
         k1, k2, k3 = _keys(key, 3)
-        return RNNParams(
-            w_ih=kernel_init(k1, (H, input_size), param_dtype),
-            w_hh=recurrent_init(k2, (H, H), param_dtype),
-            b=bias_init(k3, (H,), param_dtype),
-        )
+        return RNNParams(w_ih=kernel(k1, (H, input_size)), w_hh=recurrent(k2, (H, H)), b=bias(k3, (H,)))
 
     def project(params, x):
         return product(x, params.w_ih, compute_dtype) + params.b
@@ -506,9 +540,14 @@ def lstm(
     >>> carry.c.shape
     (4,)
     """
-    _check_hidden_size(hidden_size)
+    H = _check_hidden_size(hidden_size)
+    peephole = _checks.flag("peephole", peephole)
+    forget_bias = _checks.finite_real("forget_bias", forget_bias)
     _check_compute_dtype(compute_dtype)
-    H = hidden_size
+    param_dtype = _check_param_dtype(param_dtype)
+    kernel, recurrent, bias, peep = (
+        param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init, peephole_init)
+    )
     cls = PeepholeLSTMParams if peephole else LSTMParams
 
     def shapes(I):
@@ -519,16 +558,12 @@ def lstm(
 
     def make_params(key, input_size):
         k1, k2, k3, k4 = _keys(key, 4)
-        b = bias_init(k3, (4 * H,), param_dtype).at[H : 2 * H].set(forget_bias)
-        params = LSTMParams(
-            w_ih=kernel_init(k1, (4 * H, input_size), param_dtype),
-            w_hh=recurrent_init(k2, (4 * H, H), param_dtype),
-            b=b,
-        )
+        b = bias(k3, (4 * H,)).at[H : 2 * H].set(forget_bias)
+        params = LSTMParams(w_ih=kernel(k1, (4 * H, input_size)), w_hh=recurrent(k2, (4 * H, H)), b=b)
         if not peephole:
             return params
         kp = _keys(k4, 3)
-        return PeepholeLSTMParams(*params, *(peephole_init(k, (H,), param_dtype) for k in kp))
+        return PeepholeLSTMParams(*params, *(peep(k, (H,)) for k in kp))
 
     def project(params, x):
         return product(x, params.w_ih, compute_dtype) + params.b
@@ -582,9 +617,11 @@ def gru(
     >>> cell.apply(params, cell.initial_carry(params), jnp.ones(3))[1].shape
     (4,)
     """
-    _check_hidden_size(hidden_size)
+    H = _check_hidden_size(hidden_size)
+    reset_after = _checks.flag("reset_after", reset_after)
     _check_compute_dtype(compute_dtype)
-    H = hidden_size
+    param_dtype = _check_param_dtype(param_dtype)
+    kernel, recurrent, bias = (param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init))
 
     def shapes(I):
         return {"w_ih": (3 * H, I), "w_hh": (3 * H, H), "b_ih": (3 * H,), "b_hh": (3 * H,)}
@@ -592,10 +629,10 @@ def gru(
     def make_params(key, input_size):
         k1, k2, k3, k4 = _keys(key, 4)
         return GRUParams(
-            w_ih=kernel_init(k1, (3 * H, input_size), param_dtype),
-            w_hh=recurrent_init(k2, (3 * H, H), param_dtype),
-            b_ih=bias_init(k3, (3 * H,), param_dtype),
-            b_hh=bias_init(k4, (3 * H,), param_dtype),
+            w_ih=kernel(k1, (3 * H, input_size)),
+            w_hh=recurrent(k2, (3 * H, H)),
+            b_ih=bias(k3, (3 * H,)),
+            b_hh=bias(k4, (3 * H,)),
         )
 
     def project(params, x):
@@ -659,10 +696,14 @@ def layer_norm_rnn(
     ``b [H]``, ``ln_scale [H]`` (gamma), ``ln_offset [H]`` (beta).
     Carry (:class:`RNNCarry`): ``h [H]``.
     """
-    _check_hidden_size(hidden_size)
+    H = _check_hidden_size(hidden_size)
+    epsilon = _checks.positive_number("epsilon", epsilon)
     _check_compute_dtype(compute_dtype)
     phi = _activation(activation)
-    H = hidden_size
+    param_dtype = _check_param_dtype(param_dtype)
+    kernel, recurrent, bias, scale = (
+        param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init, scale_init)
+    )
 
     def shapes(I):
         return {"w_ih": (H, I), "w_hh": (H, H), "b": (H,), "ln_scale": (H,), "ln_offset": (H,)}
@@ -670,11 +711,11 @@ def layer_norm_rnn(
     def make_params(key, input_size):
         k1, k2, k3, k4, k5 = _keys(key, 5)
         return LayerNormRNNParams(
-            w_ih=kernel_init(k1, (H, input_size), param_dtype),
-            w_hh=recurrent_init(k2, (H, H), param_dtype),
-            b=bias_init(k3, (H,), param_dtype),
-            ln_scale=scale_init(k4, (H,), param_dtype),
-            ln_offset=bias_init(k5, (H,), param_dtype),
+            w_ih=kernel(k1, (H, input_size)),
+            w_hh=recurrent(k2, (H, H)),
+            b=bias(k3, (H,)),
+            ln_scale=scale(k4, (H,)),
+            ln_offset=bias(k5, (H,)),
         )
 
     def project(params, x):
@@ -719,9 +760,14 @@ def layer_norm_lstm(
     ``b [4H]``, ``ln_x_scale [4H]``, ``ln_h_scale [4H]``, ``ln_c_scale [H]``,
     ``ln_c_offset [H]``. Carry (:class:`LSTMCarry`): ``h [H]``, ``c [H]``.
     """
-    _check_hidden_size(hidden_size)
+    H = _check_hidden_size(hidden_size)
+    forget_bias = _checks.finite_real("forget_bias", forget_bias)
+    epsilon = _checks.positive_number("epsilon", epsilon)
     _check_compute_dtype(compute_dtype)
-    H = hidden_size
+    param_dtype = _check_param_dtype(param_dtype)
+    kernel, recurrent, bias, scale = (
+        param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init, scale_init)
+    )
 
     def shapes(I):
         return {
@@ -737,13 +783,13 @@ def layer_norm_lstm(
     def make_params(key, input_size):
         k1, k2, k3, k4, k5, k6, k7 = _keys(key, 7)
         return LayerNormLSTMParams(
-            w_ih=kernel_init(k1, (4 * H, input_size), param_dtype),
-            w_hh=recurrent_init(k2, (4 * H, H), param_dtype),
-            b=bias_init(k3, (4 * H,), param_dtype).at[H : 2 * H].set(forget_bias),
-            ln_x_scale=scale_init(k4, (4 * H,), param_dtype),
-            ln_h_scale=scale_init(k5, (4 * H,), param_dtype),
-            ln_c_scale=scale_init(k6, (H,), param_dtype),
-            ln_c_offset=bias_init(k7, (H,), param_dtype),
+            w_ih=kernel(k1, (4 * H, input_size)),
+            w_hh=recurrent(k2, (4 * H, H)),
+            b=bias(k3, (4 * H,)).at[H : 2 * H].set(forget_bias),
+            ln_x_scale=scale(k4, (4 * H,)),
+            ln_h_scale=scale(k5, (4 * H,)),
+            ln_c_scale=scale(k6, (H,)),
+            ln_c_offset=bias(k7, (H,)),
         )
 
     def project(params, x):

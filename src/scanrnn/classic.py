@@ -46,6 +46,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import _checks
 from . import cells as _cells
 from .cells import Cell, Initializer, glorot_uniform, orthogonal, zeros
 from .regularization import zoneout_blend
@@ -111,13 +112,15 @@ class NARXCarry(NamedTuple):
 # One assembler with the shape checks, shared by the three cells.
 
 
-def _check_carry(name: str, carry, cls, expected: dict) -> None:
+def _check_carry(name: str, carry, cls, expected: dict, dtype) -> None:
     if not isinstance(carry, cls):
         raise ValueError(f"{name} expects a carry of type {cls.__name__}, got {type(carry).__name__}")
     for field, shape in expected.items():
-        given = _cells._shape(getattr(carry, field))
+        value = getattr(carry, field)
+        given = _cells._shape(value)
         if given != shape:
             raise ValueError(f"{name}: carry.{field} must have shape {shape}, got {given}")
+        _cells._check_carry_dtype(name, field, value, dtype)
 
 
 def _make_cell(
@@ -145,6 +148,7 @@ def _make_cell(
         return params.w_ih.shape[1]
 
     def init(key, input_size):
+        _checks.prng_key("key", key)
         _cells._check_input_size(input_size)
         params = make_params(key, input_size)
         check(params)
@@ -162,7 +166,7 @@ def _make_cell(
 
     def checked_masked_step(params, carry, p, mask, keep):
         input_size = check(params)
-        _check_carry(name, carry, carry_cls, carry_shapes(input_size))
+        _check_carry(name, carry, carry_cls, carry_shapes(input_size), params.w_ih.dtype)
         new, y = masked_step(params, carry, p, mask)
         if keep is not None:
             new = zoneout_blend(keep, carry, new)
@@ -172,7 +176,10 @@ def _make_cell(
         return checked_masked_step(params, carry, p, None, None)
 
     def apply(params, carry, x):
-        return checked_step(params, carry, checked_project(params, x))
+        input_size = check(params)
+        _cells._check_x(name, x, params.w_ih)
+        _check_carry(name, carry, carry_cls, carry_shapes(input_size), params.w_ih.dtype)  # before any arithmetic
+        return checked_step(params, carry, project(params, x))
 
     return Cell(init, initial_carry, apply, checked_project, checked_step, None, checked_masked_step)
 
@@ -188,10 +195,14 @@ def _products(compute_dtype) -> Callable[[Array, Array], Array]:
     return lambda x, w: _cells.product(x, w, compute_dtype)
 
 
-def _check_sizes(hidden_size, output_size) -> None:
-    _cells._check_hidden_size(hidden_size)
-    if not isinstance(output_size, int) or isinstance(output_size, bool) or output_size < 1:
-        raise ValueError(f"output_size must be a positive int, got {output_size!r}")
+def _check_sizes(hidden_size, output_size) -> tuple[int, int]:
+    return _cells._check_hidden_size(hidden_size), _checks.positive_int("output_size", output_size)
+
+
+def _initializers(param_dtype, *inits):
+    """Each ``init(key, shape, dtype)`` as ``(key, shape) -> params of param_dtype`` (:func:`scanrnn.cells.param_init`)."""
+    param_dtype = _cells._check_param_dtype(param_dtype)
+    return tuple(_cells.param_init(init, param_dtype) for init in inits)
 
 
 # --------------------------------------------------------------------------
@@ -240,12 +251,11 @@ def jordan(
     >>> y.shape, carry.memory.shape
     ((1,), (1,))
     """
-    _check_sizes(hidden_size, output_size)
+    H, O = _check_sizes(hidden_size, output_size)
     mm = _products(compute_dtype)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1), got {alpha!r}")
+    alpha = _checks.rate("alpha", alpha)
     phi = _cells._activation(activation)
-    H, O = hidden_size, output_size
+    kernel, recurrent, bias = _initializers(param_dtype, kernel_init, recurrent_init, bias_init)
 
     def shapes(I):
         return {"w_ih": (H, I), "w_mh": (H, O), "b": (H,), "w_ho": (O, H), "b_o": (O,)}
@@ -253,11 +263,11 @@ def jordan(
     def make_params(key, input_size):
         k = jax.random.split(key, 5)
         return JordanParams(
-            w_ih=kernel_init(k[0], (H, input_size), param_dtype),
-            w_mh=recurrent_init(k[1], (H, O), param_dtype),
-            b=bias_init(k[2], (H,), param_dtype),
-            w_ho=kernel_init(k[3], (O, H), param_dtype),
-            b_o=bias_init(k[4], (O,), param_dtype),
+            w_ih=kernel(k[0], (H, input_size)),
+            w_mh=recurrent(k[1], (H, O)),
+            b=bias(k[2], (H,)),
+            w_ho=kernel(k[3], (O, H)),
+            b_o=bias(k[4], (O,)),
         )
 
     def project(params, x):
@@ -304,10 +314,10 @@ def elman(
     ``b [H]``, ``w_ho [O, H]``, ``b_o [O]``.
     Carry (:class:`ElmanCarry`): ``context [H]``.
     """
-    _check_sizes(hidden_size, output_size)
+    H, O = _check_sizes(hidden_size, output_size)
     mm = _products(compute_dtype)
     phi = _cells._activation(activation)
-    H, O = hidden_size, output_size
+    kernel, recurrent, bias = _initializers(param_dtype, kernel_init, recurrent_init, bias_init)
 
     def shapes(I):
         return {"w_ih": (H, I), "w_hh": (H, H), "b": (H,), "w_ho": (O, H), "b_o": (O,)}
@@ -315,11 +325,11 @@ def elman(
     def make_params(key, input_size):
         k = jax.random.split(key, 5)
         return ElmanParams(
-            w_ih=kernel_init(k[0], (H, input_size), param_dtype),
-            w_hh=recurrent_init(k[1], (H, H), param_dtype),
-            b=bias_init(k[2], (H,), param_dtype),
-            w_ho=kernel_init(k[3], (O, H), param_dtype),
-            b_o=bias_init(k[4], (O,), param_dtype),
+            w_ih=kernel(k[0], (H, input_size)),
+            w_hh=recurrent(k[1], (H, H)),
+            b=bias(k[2], (H,)),
+            w_ho=kernel(k[3], (O, H)),
+            b_o=bias(k[4], (O,)),
         )
 
     def project(params, x):
@@ -369,12 +379,11 @@ def narx(
     Carry (:class:`NARXCarry`): ``inputs [k, I]`` and ``outputs [k, O]``,
     newest first. ``project(params, x)`` is the pair ``(W_0 x + b, x)``.
     """
-    _check_sizes(hidden_size, output_size)
+    H, O = _check_sizes(hidden_size, output_size)
     mm = _products(compute_dtype)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = _checks.positive_int("k", k)
     phi = _cells._activation(activation)
-    H, O = hidden_size, output_size
+    kernel, recurrent, bias = _initializers(param_dtype, kernel_init, recurrent_init, bias_init)
 
     def shapes(I):
         return {"w_ih": (H, I), "w_xh": (H, k * I), "w_yh": (H, k * O), "b": (H,), "w_ho": (O, H), "b_o": (O,)}
@@ -382,12 +391,12 @@ def narx(
     def make_params(key, input_size):
         keys = jax.random.split(key, 6)
         return NARXParams(
-            w_ih=kernel_init(keys[0], (H, input_size), param_dtype),
-            w_xh=kernel_init(keys[1], (H, k * input_size), param_dtype),
-            w_yh=recurrent_init(keys[2], (H, k * O), param_dtype),
-            b=bias_init(keys[3], (H,), param_dtype),
-            w_ho=kernel_init(keys[4], (O, H), param_dtype),
-            b_o=bias_init(keys[5], (O,), param_dtype),
+            w_ih=kernel(keys[0], (H, input_size)),
+            w_xh=kernel(keys[1], (H, k * input_size)),
+            w_yh=recurrent(keys[2], (H, k * O)),
+            b=bias(keys[3], (H,)),
+            w_ho=kernel(keys[4], (O, H)),
+            b_o=bias(keys[5], (O,)),
         )
 
     def project(params, x):

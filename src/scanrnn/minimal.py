@@ -57,6 +57,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import _checks
 from .cells import (
     Cell,
     Initializer,
@@ -65,10 +66,12 @@ from .cells import (
     _check_compute_dtype,
     _check_hidden_size,
     _check_input_size,
+    _check_param_dtype,
     _check_params,
     _check_x,
     _keys,
     glorot_uniform,
+    param_init,
     product,
     zeros,
 )
@@ -188,6 +191,7 @@ def _make_min_cell(
         _check_params(name, params, params_cls, shapes)
 
     def init(key, input_size):
+        _checks.prng_key("key", key)
         _check_input_size(input_size)
         params = make_params(key, input_size)
         check(params)
@@ -211,7 +215,7 @@ def _make_min_cell(
 
     def masked_step(params, carry, p, mask, keep):
         check(params)
-        _check_carry(name, carry, RNNCarry, H)
+        _check_carry(name, carry, RNNCarry, H, params.w_ih.dtype)
         check_p(p, 1)
         if mask is not None:
             raise ValueError(
@@ -228,11 +232,14 @@ def _make_min_cell(
         return masked_step(params, carry, p, None, None)
 
     def apply(params, carry, x):
+        check(params)
+        _check_x(name, x, params.w_ih)
+        _check_carry(name, carry, RNNCarry, H, params.w_ih.dtype)  # every check before any arithmetic
         return step(params, carry, project(params, x))
 
     def parallel(params, carry, ps, length=None, *, keep=None):
         check(params)
-        _check_carry(name, carry, RNNCarry, H)
+        _check_carry(name, carry, RNNCarry, H, params.w_ih.dtype)
         check_p(ps, 2)
         num_steps = ps.shape[0]
         length = check_length(length, num_steps)
@@ -265,12 +272,12 @@ def _make_min_cell(
 
 
 def _glorot_and_zeros(params_cls, rows, kernel_init, bias_init, param_dtype):
+    param_dtype = _check_param_dtype(param_dtype)
+    kernel, bias = param_init(kernel_init, param_dtype), param_init(bias_init, param_dtype)
+
     def make_params(key, input_size):
         k1, k2 = _keys(key, 2)
-        return params_cls(
-            w_ih=kernel_init(k1, (rows, input_size), param_dtype),
-            b=bias_init(k2, (rows,), param_dtype),
-        )
+        return params_cls(w_ih=kernel(k1, (rows, input_size)), b=bias(k2, (rows,)))
 
     return make_params
 
@@ -318,8 +325,7 @@ def min_gru(
     >>> y.shape, params.w_ih.shape
     ((4,), (8, 3))
     """
-    _check_hidden_size(hidden_size)
-    H = hidden_size
+    H = _check_hidden_size(hidden_size)
 
     def step_coefficients(p):
         k, v = jnp.split(p, 2, axis=-1)
@@ -375,8 +381,7 @@ def min_lstm(
     >>> y.shape, params.w_ih.shape
     ((4,), (12, 3))
     """
-    _check_hidden_size(hidden_size)
-    H = hidden_size
+    H = _check_hidden_size(hidden_size)
 
     def step_coefficients(p):
         kf, ki, v = jnp.split(p, 3, axis=-1)
