@@ -141,10 +141,14 @@ def test_unroll_batch_length(rnn):
         unroll_batch(cell, params, xs_((2, T, I)), length=jnp.array([1, 2, 3]))
 
 
-@pytest.mark.parametrize("length", [2.5, 3.0, jnp.array(3.0), True, "3", np.float32(1.0)])
-def test_non_integer_length(rnn, length):
+@pytest.mark.parametrize(
+    "length, given",
+    [(2.5, "2.5"), (3.0, "3.0"), (jnp.array(3.0), "an array of dtype float64 and shape ()"), (True, "True"),
+     ("3", "'3'"), (np.float32(1.0), repr(np.float32(1.0)))],
+)
+def test_non_integer_length(rnn, length, given):
     cell, params = rnn
-    message = re.escape(f"length must be an integer scalar, got {length!r}")
+    message = re.escape(f"length must be an integer scalar, got {given}")
     with pytest.raises(ValueError, match=message):
         unroll(cell, params, xs_(), length=length)
     with pytest.raises(ValueError, match=message):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.nn import initializers
 
+from . import _checks
 from . import cells as _cells
 from .layers import Layer, _no_carry, stateless_output
 from .unroll import check_length, check_sequence, mask_padding, valid_steps
@@ -40,9 +41,8 @@ class ConvParams(NamedTuple):
     b: Array  # [F]
 
 
-def _positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+def _positive_int(name: str, value) -> int:
+    return _checks.positive_int(name, value)
 
 
 def conv_output_size(num_steps: int, kernel_size: int, *, dilation: int = 1, stride: int = 1,
@@ -133,22 +133,24 @@ def causal_conv(
     >>> model.apply(params, jnp.ones((10, 1))).shape
     (10, 4)
     """
-    _positive_int("features", features)
-    _positive_int("kernel_size", kernel_size)
-    _positive_int("dilation", dilation)
-    _positive_int("stride", stride)
-    if padding not in PADDINGS:
+    features = _positive_int("features", features)
+    kernel_size = _positive_int("kernel_size", kernel_size)
+    dilation = _positive_int("dilation", dilation)
+    stride = _positive_int("stride", stride)
+    if not isinstance(padding, str) or padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     kernel_init = conv_glorot_uniform if kernel_init is None else kernel_init
+    param_dtype = _cells._check_param_dtype(param_dtype)
+    kernel, bias = _cells.param_init(kernel_init, param_dtype), _cells.param_init(bias_init, param_dtype)
     phi = (lambda z: z) if activation is None else _cells._activation(activation)
     span = dilation * (kernel_size - 1)  # the window reaches this many steps back
     left = span if padding == "causal" else 0
 
     def init(key, input_size):
+        _checks.prng_key("key", key)
         _cells._check_input_size(input_size)
         k1, k2 = jax.random.split(key)
-        w = kernel_init(k1, (features, input_size, kernel_size), param_dtype)
-        return ConvParams(w, bias_init(k2, (features,), param_dtype))
+        return ConvParams(kernel(k1, (features, input_size, kernel_size)), bias(k2, (features,)))
 
     def check_params(params):
         if not isinstance(params, ConvParams):
@@ -201,6 +203,7 @@ def causal_conv(
         return jnp.where(valid_steps(num_steps, length)[:, None], ys, jnp.zeros_like(ys))
 
     def apply(params, xs, length=None, *, key=None, carry=None):
+        _checks.prng_key("key", key, allow_none=True)
         return stateless_output("causal_conv", outputs(params, xs, length), carry)
 
     return Layer(init, apply, _no_carry)

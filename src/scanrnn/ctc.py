@@ -42,16 +42,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import _checks
+
 Array = jax.Array
 
 
 # One compiled program per shape, also when ctc_loss is called outside jit (optax's
 # forward algorithm is some fifty operations, each compiled on its own when run eagerly).
 _optax_ctc_loss = jax.jit(optax.ctc_loss, static_argnames="blank_id")
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _check_blank(blank, num_classes: int) -> int:
@@ -75,21 +73,8 @@ def _check_logits(name: str, logits) -> Array:
 
 
 def _check_count(name: str, what: str, value, upper: int) -> Optional[Array]:
-    """An integer scalar in ``[0, upper]`` (checked when concrete), or None."""
-    if value is None:
-        return None
-    try:
-        integer = isinstance(value, (int, np.integer)) or jnp.issubdtype(jnp.result_type(value), jnp.integer)
-    except TypeError:  # not array-like, such as a string
-        integer = False
-    if isinstance(value, bool) or not integer:
-        raise ValueError(f"{name} must be an integer scalar, got {value!r}")
-    value = jnp.asarray(value)
-    if value.ndim != 0:
-        raise ValueError(f"{name} must be a scalar (one example; vmap adds the batch), got shape {value.shape}")
-    if _is_concrete(value) and not 0 <= int(value) <= upper:
-        raise ValueError(f"{name} must lie in [0, {upper}] ({what}), got {int(value)}")
-    return value
+    """An integer scalar in ``[0, upper]`` (checked when concrete, clamped when traced), or None."""
+    return _checks.length(name, value, upper, what=what)
 
 
 def _paddings(size: int, length, dtype) -> Array:
@@ -133,8 +118,14 @@ def ctc_loss(logits, labels, *, logit_length=None, label_length=None, blank: int
     ``1e5`` plus a few nats, whatever the number of missing frames, and its
     gradient is finite.
 
-    Concrete labels and lengths are checked for range; traced ones (under
-    ``jit`` or ``vmap``) for dtype and rank only.
+    Concrete labels and lengths are checked for range (labels within
+    ``label_length`` in ``[0, K)`` and not the blank), else a ValueError.
+    Traced ones (under ``jit`` or ``vmap``) are checked for dtype and rank;
+    traced lengths are clamped to their range, and a traced labelling with
+    a valid label outside ``[0, K)`` or equal to the blank, which no path
+    emits, is scored as an infeasible one (``p(labels) = 0``: the loss of
+    about ``1e5`` above, with a zero gradient), never NaN or a finite
+    wrong value.
 
     >>> logits = jnp.zeros((4, 3))                   # uniform over 3 classes, 4 frames
     >>> round(float(ctc_loss(logits, jnp.array([1, 2]))), 4)   # 15 of the 81 paths give "1 2": -log(15/81)
@@ -153,7 +144,7 @@ def ctc_loss(logits, labels, *, logit_length=None, label_length=None, blank: int
     num_labels = labels.shape[0]
     logit_length = _check_count("logit_length", "the number of frames T", logit_length, num_steps)
     label_length = _check_count("label_length", "the number of labels L", label_length, num_labels)
-    if _is_concrete(labels) and (label_length is None or _is_concrete(label_length)):
+    if _checks.is_concrete(labels) and _checks.is_concrete(label_length):
         valid = np.asarray(labels)[: num_labels if label_length is None else int(label_length)]
         if valid.size and (valid.min() < 0 or valid.max() >= num_classes):
             raise ValueError(
@@ -162,6 +153,15 @@ def ctc_loss(logits, labels, *, logit_length=None, label_length=None, blank: int
             )
         if np.any(valid == blank):
             raise ValueError(f"ctc_loss: labels must not contain the blank ({blank}), got {valid.tolist()}")
+    else:
+        # Traced: a valid label no path emits makes the labelling infeasible;
+        # with every frame padded optax scores it as such (p = 0, finite loss).
+        n = jnp.asarray(num_labels) if label_length is None else label_length
+        counted = jnp.arange(num_labels, dtype=n.dtype) < n
+        impossible = jnp.any(counted & ((labels < 0) | (labels >= num_classes) | (labels == blank)))
+        labels = jnp.clip(labels, 0, num_classes - 1).astype(labels.dtype)
+        frames = jnp.asarray(num_steps) if logit_length is None else logit_length
+        logit_length = jnp.where(impossible, jnp.zeros_like(frames), frames)
 
     dtype = logits.dtype
     logit_paddings = _paddings(num_steps, logit_length, dtype)
@@ -254,8 +254,7 @@ def ctc_beam_search(logits, *, beam_width: int = 8, logit_length=None, blank: in
     logits = np.asarray(_check_logits("ctc_beam_search", logits), np.float64)
     num_steps, num_classes = logits.shape
     blank = _check_blank(blank, num_classes)
-    if isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer)) or beam_width < 1:
-        raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
+    beam_width = _checks.positive_int("beam_width", beam_width)
     logit_length = _check_count("logit_length", "the number of frames T", logit_length, num_steps)
     steps = num_steps if logit_length is None else int(logit_length)
     log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)  # log softmax

@@ -50,6 +50,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from . import _checks
 from . import cells as _cells
 from .regularization import check_rate
 from .unroll import (
@@ -108,10 +109,16 @@ def last_valid(ys: Array, length=None) -> Array:
 
     ``ys`` is ``[T, ...]`` (or a pytree of such arrays, as a user-written
     cell's outputs may be; each leaf is indexed); without ``length`` this is
-    ``ys[-1]``.
+    ``ys[-1]``. ``T`` must be at least 1 (a ValueError otherwise). A
+    concrete ``length`` must be an integer in ``[0, T]``; a traced one is
+    clamped to ``[0, T]`` (see :func:`scanrnn.unroll.check_length`).
     """
+    num_steps = _num_steps("last_valid", ys)
+    if num_steps == 0:
+        raise ValueError("last_valid needs at least one step to take the last of, got ys of 0 steps")
     if length is None:
         return jax.tree.map(lambda y: y[-1], ys)
+    length = check_length(length, num_steps)
     index = jnp.maximum(length - 1, 0)
 
     def pick(leaf):
@@ -125,13 +132,30 @@ def last_valid(ys: Array, length=None) -> Array:
 # Checks shared by the layers.
 
 
+def _num_steps(name: str, ys) -> int:
+    """The length ``T`` of the leading time axis that every leaf of ``ys`` shares."""
+    shapes = [tuple(jnp.shape(leaf)) for leaf in jax.tree.leaves(ys)]
+    if not shapes or any(not shape for shape in shapes) or len({shape[0] for shape in shapes}) != 1:
+        raise ValueError(f"{name}: ys must be [T, ...] (every leaf with the same leading time axis), got shapes {shapes}")
+    return shapes[0][0]
+
+
+def _check_steps(name: str, xs) -> None:
+    """A many-to-one layer needs a last step: ``xs [T, I]`` with ``T >= 1``."""
+    if jnp.ndim(xs) == 2 and jnp.shape(xs)[0] == 0:
+        raise ValueError(
+            f"{name}(return_sequences=False) needs at least one step to take the last output of, "
+            f"got xs of shape {jnp.shape(xs)}"
+        )
+
+
 def _describe(tree) -> str:
     leaves, treedef = jax.tree.flatten(tree)
     return f"{treedef} with shapes {[tuple(jnp.shape(l)) for l in leaves]}"
 
 
 def check_carry(name: str, expected, carry) -> None:
-    """Raise a ValueError unless ``carry`` has the structure and shapes of ``expected``.
+    """Raise a ValueError unless ``carry`` has the structure, shapes and dtypes of ``expected``.
 
     ``expected`` is the layer's initial carry (or its :func:`jax.eval_shape`).
     """
@@ -139,6 +163,11 @@ def check_carry(name: str, expected, carry) -> None:
     leaves, tree = jax.tree.flatten(carry)
     if tree != exp_tree or [tuple(jnp.shape(l)) for l in leaves] != [tuple(jnp.shape(l)) for l in exp_leaves]:
         raise ValueError(f"{name}: carry must be {_describe(expected)} (the layer's initial_carry), got {_describe(carry)}")
+    expected_dtypes, given_dtypes = _checks.dtype_names(exp_leaves), _checks.dtype_names(leaves)
+    if given_dtypes != expected_dtypes:
+        raise ValueError(
+            f"{name}: carry must have the dtypes {expected_dtypes} (the layer's initial_carry), got {given_dtypes}"
+        )
 
 
 def stateless_output(name: str, ys, carry):
@@ -204,10 +233,11 @@ def recurrent(
     """A recurrent layer: ``cell`` unrolled over the sequence.
 
     Args:
-      cell: any :class:`scanrnn.Cell`, built-in or user-written.
+      cell: any :class:`scanrnn.Cell`, built-in or user-written (a
+        :class:`Layer` is refused).
       return_sequences: ``True`` gives the outputs of all steps ``[T, H]``
         (zeros past ``length``); ``False`` the output at the last valid step
-        ``[H]`` (many-to-one, Keras' default).
+        ``[H]`` (many-to-one, Keras' default), which needs ``T >= 1``.
       unroll_steps: passed to :func:`jax.lax.scan` as ``unroll``.
       remat, backward, hoist: passed to :func:`scanrnn.unroll` (memory for
         time in the backward pass; hand-written or autodiff BPTT; the input
@@ -229,7 +259,10 @@ def recurrent(
     with ``carry`` (the cell's carry for one sequence) it returns ``(ys,
     final_carry)``, the final carry being :func:`scanrnn.unroll`'s (the
     one after step ``length``). ``initial_carry(params)`` is zeros, or the
-    learned carry.
+    learned carry. The options are checked when the layer is built, and the
+    arguments of ``apply`` (a carry of the cell's structure, shapes and
+    dtypes; ``key`` ``None`` or one PRNG key) before anything runs; a
+    traced ``length`` is clamped to ``[0, T]`` (:func:`scanrnn.unroll`).
 
     >>> from scanrnn import lstm
     >>> layer = recurrent(lstm(4))
@@ -240,11 +273,16 @@ def recurrent(
     >>> ys.shape, carry.h.shape
     ((3, 4), (4,))
     """
-    check_unroll_options(remat, backward, hoist)  # when the layer is built, not when first traced
+    # When the layer is built, not when it is first traced.
+    _checks.cell("recurrent: cell", cell)
+    return_sequences = _checks.flag("return_sequences", return_sequences)
+    learn_initial_carry = _checks.flag("learn_initial_carry", learn_initial_carry)
+    _checks.positive_int("unroll_steps", unroll_steps)
+    check_unroll_options(remat, backward, hoist)
     rates = _rate_options(dropout, recurrent_dropout, zoneout)
 
     def init(key, input_size):
-        params = cell.init(key, input_size)
+        params = cell.init(_checks.prng_key("key", key), input_size)
         return RecurrentParams(params, jax.tree.map(jnp.zeros_like, cell.initial_carry(params)))
 
     def initial_carry(params):
@@ -252,6 +290,9 @@ def recurrent(
         return cell.initial_carry(cell_params) if learned is None else learned
 
     def apply(params, xs, length=None, *, key=None, carry=None):
+        _checks.prng_key("key", key, allow_none=True)
+        if not return_sequences:
+            _check_steps("recurrent", xs)
         cell_params, learned = _split_params("recurrent", params, learn_initial_carry)
         if carry is not None:
             check_carry("recurrent", jax.eval_shape(cell.initial_carry, cell_params), carry)
@@ -265,6 +306,7 @@ def recurrent(
         ys = ys if return_sequences else last_valid(ys, length)
         return ys if carry is None else (ys, final)
 
+    # Without a learned carry the layer's params are the cell's, and so is its init.
     return Layer(init if learn_initial_carry else cell.init, apply, initial_carry)
 
 
@@ -296,7 +338,7 @@ def bidirectional(
         (features ``2H``), ``"sum"``, ``"mean"`` or ``"mul"``.
       return_sequences: ``False`` merges the forward output at the last valid
         step with the backward output at step 0 (after it read the whole
-        sequence), as Keras and PyTorch's ``h_n`` do.
+        sequence), as Keras and PyTorch's ``h_n`` do; it needs ``T >= 1``.
       unroll_steps, remat, backward, dropout, recurrent_dropout, zoneout,
         learn_initial_carry, hoist: as for :func:`recurrent`; the key is split
         between the directions, and a learned carry has a leading direction
@@ -310,14 +352,19 @@ def bidirectional(
     axis of 2: the forward direction's after step ``length - 1``, and the
     backward direction's after it read the valid part down to step 0.
     """
+    _checks.cell("bidirectional: cell", cell)
+    if not isinstance(merge, str) or merge not in MERGES:
+        raise ValueError(f"merge must be one of {sorted(MERGES)}, got {merge!r}")
+    return_sequences = _checks.flag("return_sequences", return_sequences)
+    learn_initial_carry = _checks.flag("learn_initial_carry", learn_initial_carry)
+    _checks.positive_int("unroll_steps", unroll_steps)
     check_unroll_options(remat, backward, hoist)
     check_flag("one_scan", one_scan)
-    if merge not in MERGES:
-        raise ValueError(f"merge must be one of {sorted(MERGES)}, got {merge!r}")
     rates = _rate_options(dropout, recurrent_dropout, zoneout)
     combine = MERGES[merge]
 
     def init(key, input_size):
+        key = _checks.prng_key("key", key)
         params = jax.vmap(lambda k: cell.init(k, input_size))(jax.random.split(key, 2))
         if not learn_initial_carry:
             return params
@@ -328,6 +375,9 @@ def bidirectional(
         return jax.vmap(cell.initial_carry)(cell_params) if learned is None else learned
 
     def apply(params, xs, length=None, *, key=None, carry=None):
+        _checks.prng_key("key", key, allow_none=True)
+        if not return_sequences:
+            _check_steps("bidirectional", xs)
         cell_params, learned = _split_params("bidirectional", params, learn_initial_carry)
         start = learned if carry is None else carry
         if start is not None:
@@ -369,15 +419,16 @@ def dense(
 
     Params (:class:`DenseParams`): ``w [F, I]``, ``b [F]``.
     """
-    _cells._check_hidden_size(features)
+    features = _checks.positive_int("features", features)
     _cells._check_compute_dtype(compute_dtype)
+    param_dtype = _cells._check_param_dtype(param_dtype)
+    kernel, bias = _cells.param_init(kernel_init, param_dtype), _cells.param_init(bias_init, param_dtype)
 
     def init(key, input_size):
+        _checks.prng_key("key", key)
         _cells._check_input_size(input_size)
         k1, k2 = jax.random.split(key)
-        return DenseParams(
-            kernel_init(k1, (features, input_size), param_dtype), bias_init(k2, (features,), param_dtype)
-        )
+        return DenseParams(kernel(k1, (features, input_size)), bias(k2, (features,)))
 
     def affine(params, x):
         _cells._check_x("dense", x, params.w)
@@ -402,6 +453,7 @@ def dense(
         return jnp.where(valid_steps(xs.shape[0], length)[:, None], ys, jnp.zeros_like(ys))
 
     def apply(params, xs, length=None, *, key=None, carry=None):
+        _checks.prng_key("key", key, allow_none=True)
         return stateless_output("dense", outputs(params, xs, length), carry)
 
     return Layer(init, apply, _no_carry)
@@ -440,17 +492,21 @@ def dropout(rate: float, *, broadcast_time: bool = False) -> Layer:
         ys = model.apply(params, xs)            # evaluation
     """
     rate = check_rate("rate", rate)
+    broadcast_time = _checks.flag("broadcast_time", broadcast_time)
 
     def init(key, input_size):
+        _checks.prng_key("key", key)
         _cells._check_input_size(input_size)
         return ()
 
     def apply(params, xs, length=None, *, key=None, carry=None):
+        _checks.prng_key("key", key, allow_none=True)
         if type(params) is not tuple or params:
             raise ValueError(f"dropout has no params and expects (), got {type(params).__name__}")
         xs = jnp.asarray(xs)
         if xs.ndim not in (1, 2):
             raise ValueError(f"dropout expects a sequence [T, I] or a vector [I], got shape {xs.shape}")
+        _checks.real_dtype("dropout: xs", xs)
         if not jnp.issubdtype(xs.dtype, jnp.floating):
             raise ValueError(f"dropout expects floating inputs, got dtype {xs.dtype}")
         if xs.ndim == 2:
@@ -471,7 +527,9 @@ def serial(*layers: Layer) -> Layer:
     ``apply(params, xs, length=None, *, key=None, carry=None)`` passes
     ``length`` to every layer and splits ``key`` into one key per layer. The
     carry is a tuple of the layers' carries (``()`` for a stateless layer);
-    with it, ``apply`` returns ``(ys, final_carries)``.
+    with it, ``apply`` returns ``(ys, final_carries)``. Every argument must
+    be a :class:`Layer`: a cell given here raises (wrap it in
+    :func:`recurrent`).
 
     >>> from scanrnn import lstm
     >>> model = serial(recurrent(lstm(8)), recurrent(lstm(8), return_sequences=False), dense(1))
@@ -484,8 +542,11 @@ def serial(*layers: Layer) -> Layer:
     """
     if not layers:
         raise ValueError("serial needs at least one layer")
+    for i, layer in enumerate(layers):
+        _checks.layer(f"serial: layer {i}", layer)
 
     def init(key, input_size):
+        key = _checks.prng_key("key", key)
         params = []
         shape = (1, input_size)  # a one-step sequence, to read off each layer's output size
         for i, (layer, k) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
@@ -513,6 +574,7 @@ def serial(*layers: Layer) -> Layer:
         )
 
     def apply(params, xs, length=None, *, key=None, carry=None):
+        _checks.prng_key("key", key, allow_none=True)
         check_params(params)
         if carry is not None and (type(carry) is not tuple or len(carry) != len(layers)):
             given = f"a {type(carry).__name__} of {len(carry)}" if type(carry) is tuple else type(carry).__name__

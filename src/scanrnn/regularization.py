@@ -70,6 +70,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _checks
+
 Array = jax.Array
 
 
@@ -82,11 +84,8 @@ class Masks(NamedTuple):
 
 
 def check_rate(name: str, rate) -> float:
-    """Return ``rate`` as a Python float if it is a number in ``[0, 1)``; else raise a ValueError."""
-    ok = isinstance(rate, (int, float, np.integer, np.floating)) and not isinstance(rate, (bool, np.bool_))
-    if not ok or not 0 <= rate < 1:
-        raise ValueError(f"{name} must be a float in [0, 1), got {rate!r}")
-    return float(rate)
+    """Return ``rate`` as a Python float if it is a number in ``[0, 1)``; else raise a ValueError (:func:`scanrnn._checks.rate`)."""
+    return _checks.rate(name, rate)
 
 
 def zoneout_rates(zoneout, carry):
@@ -134,9 +133,12 @@ def sample_masks(key, xs, carry, *, dropout=0.0, recurrent_dropout=0.0, zoneout=
     >>> m.inputs.shape, m.recurrent, m.zoneout.h.shape
     ((3,), None, (6, 4))
     """
+    key = _checks.prng_key("key", key)
     dropout = check_rate("dropout", dropout)
     recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
     rates = zoneout_rates(zoneout, carry)
+    if jnp.ndim(xs) != 2:
+        raise ValueError(f"xs must have shape [T, input_size] (one sequence), got shape {jnp.shape(xs)}")
     num_steps, input_size = jnp.shape(xs)
     k_inputs, k_recurrent, k_zoneout = jax.random.split(key, 3)
     leaves, tree = jax.tree.flatten(carry)

@@ -55,22 +55,17 @@ import numpy as np
 from jax import lax
 from jax.nn import initializers
 
+from . import _checks
 from . import cells as _cells
 from .layers import DenseParams, Layer, dense, last_valid
 from .train import softmax_cross_entropy
-from .unroll import check_length, valid_steps
+from .unroll import valid_steps
 
 Array = jax.Array
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 def _check_positive_int(name: str, value) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+    return _checks.positive_int(name, value)
 
 
 def _check_token(name: str, value, vocab_size: Optional[int] = None) -> int:
@@ -187,17 +182,18 @@ def additive_attention(
     >>> context.shape, weights.tolist()[3:]
     ((6,), [0.0, 0.0])
     """
-    _cells._check_hidden_size(attention_size)
-    A = attention_size
+    A = _checks.positive_int("attention_size", attention_size)
+    kernel = _cells.param_init(kernel_init, _cells._check_param_dtype(param_dtype))
 
     def init(key, query_size, memory_size):
+        _checks.prng_key("key", key)
         _cells._check_input_size(query_size)
         _cells._check_input_size(memory_size)
         k1, k2, k3 = jax.random.split(key, 3)
         return AdditiveAttentionParams(
-            w_query=kernel_init(k1, (A, query_size), param_dtype),
-            w_memory=kernel_init(k2, (A, memory_size), param_dtype),
-            v=kernel_init(k3, (1, A), param_dtype)[0],
+            w_query=kernel(k1, (A, query_size)),
+            w_memory=kernel(k2, (A, memory_size)),
+            v=kernel(k3, (1, A))[0],
         )
 
     def check(params, memory):
@@ -252,6 +248,7 @@ def dot_attention() -> Attention:
             )
 
     def init(key, query_size, memory_size):
+        _checks.prng_key("key", key)
         _cells._check_input_size(query_size)
         _cells._check_input_size(memory_size)
         check_sizes(query_size, memory_size)
@@ -285,10 +282,13 @@ def general_attention(
     Params (:class:`GeneralAttentionParams`): ``w [Q, M]``.
     """
 
+    kernel = _cells.param_init(kernel_init, _cells._check_param_dtype(param_dtype))
+
     def init(key, query_size, memory_size):
+        _checks.prng_key("key", key)
         _cells._check_input_size(query_size)
         _cells._check_input_size(memory_size)
-        return GeneralAttentionParams(kernel_init(key, (query_size, memory_size), param_dtype))
+        return GeneralAttentionParams(kernel(key, (query_size, memory_size)))
 
     def check(params, memory_size):
         if not isinstance(params, GeneralAttentionParams):
@@ -370,6 +370,15 @@ class Seq2Seq(NamedTuple):
         ``apply``'s logits with ``tgt``.
       start_token, end_token: the target tokens that begin decoding and end
         a sequence.
+
+    Tokens: ``src`` and ``tgt`` are integer arrays; concrete tokens within
+    their length (``src_length``, ``tgt_length``; all of ``tgt`` for
+    ``apply``) must lie in ``[0, V)`` of their vocabulary, and so must a
+    concrete ``token`` of ``step``, else a ValueError. Traced tokens (under
+    ``jit``, as in :func:`greedy_decode`) cannot be checked: they are
+    clamped to ``[0, V - 1]``, so an out-of-range token reads the first or
+    the last embedding (a wrong input, never a NaN); the padding past a
+    length is clamped too and, as always, does not count.
     """
 
     init: Callable
@@ -381,15 +390,15 @@ class Seq2Seq(NamedTuple):
     end_token: int
 
 
-def _check_tokens(name: str, tokens) -> Array:
-    tokens = jnp.asarray(tokens)
-    if tokens.ndim != 1:
-        raise ValueError(
-            f"{name} must have shape [T] (one sequence of tokens; vmap adds the batch), got shape {tokens.shape}"
-        )
-    if not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"{name} must be integer tokens, got dtype {tokens.dtype}")
-    return tokens
+def _check_tokens(name: str, tokens, vocab_size: int, length=None, length_name: str = "length"):
+    """``(tokens [T], length)`` checked: integer tokens of one sequence, the valid ones in ``[0, vocab_size)``.
+
+    See :func:`scanrnn._checks.token_range`: concrete tokens out of range
+    raise; traced ones and the padding past ``length`` are clamped.
+    """
+    tokens = _checks.tokens(name, tokens)
+    length = _checks.length(length_name, length, tokens.shape[0])
+    return _checks.token_range(name, tokens, vocab_size, length), length
 
 
 def seq2seq(
@@ -433,6 +442,8 @@ def seq2seq(
     >>> out.logits.shape, out.weights.shape, float(out.weights[:, 3].max())
     ((3, 6), (3, 4), 0.0)
     """
+    _checks.layer("seq2seq: encoder", encoder)
+    _checks.cell("seq2seq: cell", cell)
     src_vocab_size = _check_positive_int("src_vocab_size", src_vocab_size)
     tgt_vocab_size = _check_positive_int("tgt_vocab_size", tgt_vocab_size)
     embed_size = _check_positive_int("embed_size", embed_size)
@@ -440,6 +451,9 @@ def seq2seq(
     end_token = _check_token("end_token", end_token, tgt_vocab_size)
     if attention is not None and not isinstance(attention, Attention):
         raise ValueError(f"attention must be an Attention or None, got {type(attention).__name__}")
+    bridge = _checks.flag("bridge", bridge)
+    param_dtype = _cells._check_param_dtype(param_dtype)
+    embed = _cells.param_init(embed_init, param_dtype)
     E, V = embed_size, tgt_vocab_size
 
     def memory_shape(encoder_params, dtype):
@@ -456,11 +470,11 @@ def seq2seq(
         return [l.shape[0] for l in leaves], tree
 
     def init(key):
-        keys = jax.random.split(key, 8)
-        src_embed = embed_init(keys[0], (src_vocab_size, E), param_dtype)
+        keys = jax.random.split(_checks.prng_key("key", key), 8)
+        src_embed = embed(keys[0], (src_vocab_size, E))
         encoder_params = encoder.init(keys[1], E)
         M = memory_shape(encoder_params, param_dtype)
-        tgt_embed = embed_init(keys[2], (V, E), param_dtype)
+        tgt_embed = embed(keys[2], (V, E))
         cell_params = cell.init(keys[3], E + M if attention is not None else E)
         x = jax.ShapeDtypeStruct((E + M if attention is not None else E,), param_dtype)
         _, y = jax.eval_shape(cell.apply, cell_params, jax.eval_shape(cell.initial_carry, cell_params), x)
@@ -492,8 +506,12 @@ def seq2seq(
 
     def encode(params, src, src_length=None):
         check_params(params)
-        src = _check_tokens("src", src)
-        src_length = check_length(src_length, src.shape[0])
+        src, src_length = _check_tokens("src", src, src_vocab_size, src_length, "src_length")
+        if bridge and src.shape[0] == 0:
+            raise ValueError(
+                "seq2seq(bridge=True) needs at least one source step (the bridge reads the first and the "
+                f"last valid memory steps), got src of shape {src.shape}"
+            )
         memory = encoder.apply(params.encoder, params.src_embed[src], length=src_length)  # [S, M]
         if jnp.ndim(memory) != 2 or jnp.shape(memory)[0] != src.shape[0]:
             raise ValueError(f"seq2seq: the encoder must give [S, M] = [{src.shape[0]}, M], got {jnp.shape(memory)}")
@@ -519,6 +537,7 @@ def seq2seq(
             raise ValueError(
                 f"seq2seq step: the token must be an integer scalar, got {token.dtype} of shape {token.shape}"
             )
+        token = _checks.token_range("seq2seq step: the token", token, V)
         e = params.tgt_embed[token]  # [E]
         if attention is None:
             cell_carry, h = cell.apply(params.cell, carry.cell, e)
@@ -530,17 +549,19 @@ def seq2seq(
         logits = params.out.w @ attentional + params.out.b
         return carry._replace(cell=cell_carry, context=context), DecoderOutput(logits, weights)
 
-    def apply(params, src, src_length, tgt):
-        tgt = _check_tokens("tgt", tgt)
+    def teacher_forced(params, src, src_length, tgt):
         carry = encode(params, src, src_length)
         inputs = jnp.concatenate([jnp.full((1,), start_token, tgt.dtype), tgt[:-1]])
         _, out = lax.scan(lambda c, token: step(params, c, token), carry, inputs)
         return out
 
+    def apply(params, src, src_length, tgt):
+        tgt, _ = _check_tokens("tgt", tgt, V)
+        return teacher_forced(params, src, src_length, tgt)
+
     def loss(params, src, src_length, tgt, tgt_length):
-        tgt = _check_tokens("tgt", tgt)
-        tgt_length = check_length(tgt_length, tgt.shape[0])
-        return softmax_cross_entropy(apply(params, src, src_length, tgt).logits, tgt, tgt_length)
+        tgt, tgt_length = _check_tokens("tgt", tgt, V, tgt_length, "tgt_length")
+        return softmax_cross_entropy(teacher_forced(params, src, src_length, tgt).logits, tgt, tgt_length)
 
     return Seq2Seq(init, encode, step, apply, loss, start_token, end_token)
 

@@ -19,9 +19,9 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
+from scanrnn import _checks
 from scanrnn._fast_bptt import loop_weights, recurrent_scan
 from scanrnn.cells import RECURRENT_CORES
 from scanrnn.regularization import check_rate, sample_masks, zoneout_blend, zoneout_rates
@@ -29,60 +29,36 @@ from scanrnn.regularization import check_rate, sample_masks, zoneout_blend, zone
 Array = jax.Array
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 def check_length(length, num_steps: int) -> Optional[Array]:
-    """Validate a sequence length and return it as an integer scalar array.
+    """Validate a sequence length and return it as an integer scalar array (:func:`scanrnn._checks.length`).
 
-    ``None`` stays ``None``. A concrete length must lie in ``[0, num_steps]``;
-    a traced one (under ``jit`` or ``vmap``) is checked for dtype and rank only.
+    ``None`` stays ``None``. A length that is not an integer scalar raises
+    (naming its dtype, traced or not). A concrete length must lie in ``[0,
+    num_steps]``; a traced one (under ``jit`` or ``vmap``) cannot be checked
+    on the host and is clamped to ``[0, num_steps]``: ``-5`` counts as 0
+    and ``num_steps + 40`` as ``num_steps``, never a NaN.
     """
-    if length is None:
-        return None
-    try:
-        integer = isinstance(length, (int, np.integer)) or jnp.issubdtype(jnp.result_type(length), jnp.integer)
-    except TypeError:  # not array-like at all, such as a string
-        integer = False
-    if isinstance(length, bool) or not integer:
-        raise ValueError(f"length must be an integer scalar, got {length!r}")
-    length = jnp.asarray(length)
-    if length.ndim != 0:
-        raise ValueError(
-            f"length must be a scalar (one sequence; vmap adds the batch), got shape {length.shape}"
-        )
-    if _is_concrete(length):
-        value = int(length)
-        if not 0 <= value <= num_steps:
-            raise ValueError(f"length must lie in [0, {num_steps}] (the number of steps), got {value}")
-    return length
+    return _checks.length("length", length, num_steps)
 
 
 def check_lengths(lengths, batch: int, num_steps: int) -> Optional[Array]:
-    """Validate per-example lengths ``[batch]``; the batched :func:`check_length`."""
-    if lengths is None:
-        return None
-    lengths = jnp.asarray(lengths)
-    if not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise ValueError(f"length must be an integer array, got dtype {lengths.dtype}")
-    if lengths.shape != (batch,):
-        raise ValueError(f"length must have shape ({batch},) (one per example), got shape {lengths.shape}")
-    if _is_concrete(lengths) and lengths.size:
-        lo, hi = int(lengths.min()), int(lengths.max())
-        if lo < 0 or hi > num_steps:
-            raise ValueError(f"length must lie in [0, {num_steps}], got values in [{lo}, {hi}]")
-    return lengths
+    """Validate per-example lengths ``[batch]``; the batched :func:`check_length` (traced ones clamped)."""
+    return _checks.lengths("length", lengths, batch, num_steps)
 
 
 def check_sequence(xs, name: str = "xs") -> Array:
-    """Return ``xs`` as an array of rank 2 ``[T, features]``, or raise a ValueError."""
+    """Return ``xs`` as an array of rank 2 ``[T, features]`` of real numbers, or raise a ValueError.
+
+    Complex inputs are refused: complex numbers may live inside a cell, but
+    what crosses its boundary is real.
+    """
     xs = jnp.asarray(xs)
     if xs.ndim != 2:
         raise ValueError(
             f"{name} must have shape [T, input_size] (one sequence; vmap adds the batch), "
             f"got shape {xs.shape}"
         )
+    _checks.real_dtype(name, xs)
     return xs
 
 
@@ -112,8 +88,16 @@ def flip_valid(xs, length) -> Array:
     """Reverse the first ``length`` steps of ``xs`` along axis 0, keeping the rest.
 
     ``flip_valid(arange(5), 3) == [2, 1, 0, 3, 4]``. It is its own inverse.
+    ``length`` is an integer scalar (a Python int too), checked as
+    :func:`check_length` checks it: a concrete one must lie in ``[0, T]``,
+    a traced one is clamped to it; ``None`` reverses all ``T`` steps.
     """
-    length = jnp.asarray(length)  # a Python int too, as in the example above
+    xs = jnp.asarray(xs)
+    if xs.ndim < 1:
+        raise ValueError(f"flip_valid: xs must have a leading time axis, got shape {xs.shape}")
+    length = check_length(length, xs.shape[0])
+    if length is None:
+        return jnp.flip(xs, axis=0)
     t = jnp.arange(xs.shape[0], dtype=length.dtype)
     order = jnp.where(t < length, length - 1 - t, t)
     return jnp.take(xs, order, axis=0)
@@ -124,6 +108,7 @@ def _check_carry(cell, params, carry) -> None:
 
 
 def _check_carry_like(expected, carry) -> None:
+    """``carry`` must have the structure, shapes and dtypes of ``expected`` (``initial_carry``'s :func:`jax.eval_shape`)."""
     exp_leaves, exp_tree = jax.tree.flatten(expected)
     leaves, tree = jax.tree.flatten(carry)
     if tree != exp_tree:
@@ -134,6 +119,11 @@ def _check_carry_like(expected, carry) -> None:
                 f"carry must have the shapes of cell.initial_carry(params), "
                 f"{[tuple(l.shape) for l in exp_leaves]}; got {[tuple(jnp.shape(l)) for l in leaves]}"
             )
+    expected_dtypes, given_dtypes = _checks.dtype_names(exp_leaves), _checks.dtype_names(leaves)
+    if given_dtypes != expected_dtypes:
+        raise ValueError(
+            f"carry must have the dtypes of cell.initial_carry(params), {expected_dtypes}; got {given_dtypes}"
+        )
 
 
 REMATS = ("none", "step", "sqrt")
@@ -142,17 +132,20 @@ BACKWARDS = ("auto", "hand", "autodiff")
 
 def check_unroll_options(remat, backward, hoist=None) -> None:
     """Raise a ValueError unless ``remat``, ``backward`` and ``hoist`` are known options."""
-    if remat not in REMATS:
+    if not _is_one_of(remat, REMATS):
         raise ValueError(f"remat must be one of {REMATS}, got {remat!r}")
-    if backward not in BACKWARDS:
+    if not _is_one_of(backward, BACKWARDS):
         raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
     check_flag("hoist", hoist)
 
 
-def check_flag(name: str, value) -> None:
-    """Raise a ValueError unless ``value`` is ``None`` (the backend's default), ``True`` or ``False``."""
-    if not (value is None or isinstance(value, bool)):
-        raise ValueError(f"{name} must be None, True or False, got {value!r}")
+def _is_one_of(value, allowed) -> bool:
+    return isinstance(value, str) and value in allowed
+
+
+def check_flag(name: str, value) -> Optional[bool]:
+    """``value`` if it is ``None`` (the backend's default), ``True`` or ``False``; else an ``InputTypeError``."""
+    return _checks.flag(name, value, allow_none=True)
 
 
 def prepare_sequence(cell, params, xs, carry, length):
@@ -454,14 +447,16 @@ def unroll(
 
     Args:
       cell: a :class:`scanrnn.Cell` (or anything with ``init``,
-        ``initial_carry`` and ``apply``).
+        ``initial_carry`` and ``apply``; a :class:`scanrnn.Layer` is refused).
       params: the cell's params.
-      xs: ``[T, input_size]``, one sequence.
+      xs: ``[T, input_size]``, one sequence of real numbers.
       carry: the initial carry; ``cell.initial_carry(params)`` when ``None``.
+        A carry given must have its structure, shapes and dtypes.
       length: optional integer scalar (may be traced): only the first
         ``length`` steps are valid. The carry stops changing after them,
         outputs past them are zeros, and the returned carry is the one after
-        step ``length``.
+        step ``length``. A concrete length outside ``[0, T]`` raises; a
+        traced one is clamped to ``[0, T]``.
       reverse: read the (valid part of the) sequence backwards. Padding
         stays at the end and outputs come back in the original time order:
         ``ys[t]`` is the output of the step that read ``xs[t]``.
@@ -521,15 +516,22 @@ def unroll(
     >>> ys.shape, bool((ys[4] == 0).all())
     ((5, 8), True)
     """
-    check_unroll_options(remat, backward, hoist)
-    if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
-        raise ValueError(f"unroll must be a positive int, got {unroll!r}")
+    _check_options(cell, reverse, unroll, remat, backward, hoist, key)
     xs, carry, length = prepare_sequence(cell, params, xs, carry, length)
     reg = check_regularization(cell, params, xs, carry, dropout, recurrent_dropout, zoneout, key)
     return _unroll_sequence(cell, params, xs, carry, length, reverse, unroll, remat, backward, reg, hoist)
 
 
 _unroll = unroll  # the name `unroll` is shadowed by the scan argument below
+
+
+def _check_options(cell, reverse, unroll, remat, backward, hoist, key) -> None:
+    """The checks of :func:`unroll`'s arguments that do not depend on the sequence."""
+    _checks.cell("cell", cell)
+    _checks.flag("reverse", reverse)
+    _checks.positive_int("unroll", unroll)
+    check_unroll_options(remat, backward, hoist)
+    _checks.prng_key("key", key, allow_none=True)
 
 
 def unroll_batch(
@@ -554,7 +556,8 @@ def unroll_batch(
     Args:
       xs: ``[B, T, input_size]``.
       carry: ``None`` (zeros) or a carry whose leaves have a leading ``B`` axis.
-      length: ``None`` or an integer array of shape ``[B]``.
+      length: ``None`` or an integer array of shape ``[B]``; concrete
+        lengths outside ``[0, T]`` raise, traced ones are clamped to it.
       dropout, recurrent_dropout, zoneout, hoist: as for :func:`unroll`.
       key: ``None`` or ONE PRNG key; example ``b`` gets
         ``jax.random.split(key, B)[b]``, so every example has its own masks.
@@ -563,9 +566,11 @@ def unroll_batch(
       ``(final_carry, ys)`` with a leading batch axis on every leaf. It equals
       a Python loop of :func:`unroll` over the examples.
     """
+    _check_options(cell, reverse, unroll, remat, backward, hoist, key)
     xs = jnp.asarray(xs)
     if xs.ndim != 3:
         raise ValueError(f"xs must have shape [B, T, input_size], got shape {xs.shape}")
+    _checks.real_dtype("xs", xs)
     length = check_lengths(length, xs.shape[0], xs.shape[1])
     keys = None if key is None else jax.random.split(key, xs.shape[0])
 
@@ -611,7 +616,8 @@ def unroll_bidirectional(
       params: the cell's params with a leading direction axis of size 2.
       xs: ``[T, input_size]``.
       carry: ``None`` or initial carries with a leading direction axis of size 2.
-      length: optional integer scalar, the valid prefix.
+      length: optional integer scalar, the valid prefix (a traced one is
+        clamped to ``[0, T]``, as in :func:`unroll`).
       unroll, remat, backward, dropout, recurrent_dropout, zoneout, hoist: as
         for :func:`unroll`; each direction has its own masks.
       key: ``None`` or ONE PRNG key (of one sequence: under ``jax.vmap`` pass
@@ -628,6 +634,8 @@ def unroll_bidirectional(
       ``unroll(..., reverse=True)`` of the backward params (with
       ``key=k_backward``).
     """
+    _check_options(cell, False, unroll, remat, backward, hoist, key)
+    check_flag("one_scan", one_scan)
     xs = check_sequence(xs)
     length = check_length(length, xs.shape[0])
     leading = {jnp.shape(leaf)[:1] for leaf in jax.tree.leaves(params)}
@@ -643,10 +651,6 @@ def unroll_bidirectional(
             "bidirectional params must be the cell's params stacked on a leading direction axis "
             f"of size 2 (jax.vmap of cell.init); one direction's slice is not: {error}"
         ) from error
-    check_unroll_options(remat, backward, hoist)
-    check_flag("one_scan", one_scan)
-    if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
-        raise ValueError(f"unroll must be a positive int, got {unroll!r}")
     one_scan = one_scan_default() if one_scan is None else one_scan
     if carry is None:
         carry = jax.vmap(cell.initial_carry)(params)
