@@ -156,6 +156,28 @@ def counting_numpy(params, xs):
     return {"h": h, "n": float(len(xs))}, (ys, stats)
 
 
+def tripwire_cell(hidden_size: int = 3) -> Cell:
+    """A user cell whose ``apply`` raises AssertionError: a test that gives it bad input and
+    expects a ValueError shows that the check ran on the host, before any step was traced."""
+
+    def init(key, input_size):
+        return {"w": jnp.asarray(np.zeros((hidden_size, input_size)), jnp.float32)}
+
+    def initial_carry(params):
+        return jnp.asarray(np.zeros(hidden_size), params["w"].dtype)
+
+    def apply(params, carry, x):
+        raise AssertionError("a step was traced: the bad input should have been refused before")
+
+    return Cell(init, initial_carry, apply)
+
+
+def tripwire_params(input_size: int, hidden_size: int = 3, directions: int = 0):
+    """Params of :func:`tripwire_cell` (stacked on a leading axis of ``directions`` when not 0)."""
+    shape = (directions,) * bool(directions) + (hidden_size, input_size)
+    return {"w": jnp.asarray(np.zeros(shape), jnp.float32)}
+
+
 # --------------------------------------------------------------------------
 # Jaxpr inspection.
 
