@@ -95,8 +95,8 @@ def test_sample_masks_needs_a_key(key, message):
 
 
 def test_typed_and_raw_keys_both_work():
-    cell = sr.gru(H)
-    typed, raw = cell.init(jax.random.key(0), I), cell.init(jax.random.PRNGKey(0), I)
+    layer = sr.dense(2)
+    typed, raw = layer.init(jax.random.key(0), I), layer.init(jax.random.PRNGKey(0), I)
     for a, b in zip(typed, raw):
         np.testing.assert_array_equal(a, b)
     xs = normal((T, I), seed=1, dtype=F32)

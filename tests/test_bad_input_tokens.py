@@ -85,5 +85,4 @@ def test_traced_ctc_labels_no_path_emits_are_infeasible():
         value, grad = loss(logits, jnp.array(labels))
         assert 0.99e5 < value < 1.01e5  # optax's log(0) = -1e5, plus a few nats
         np.testing.assert_array_equal(grad, 0.0)
-    value, _ = loss(logits, jnp.array([1, 2]))
-    np.testing.assert_allclose(value, ctc.ctc_loss(logits, jnp.array([1, 2])), rtol=1e-6)  # a valid one is unchanged
+    # Valid traced labels keep their loss: test_ctc.py checks jax.vmap(ctc_loss) against its references.
