@@ -264,3 +264,15 @@ def test_losses_of_one_example():
         accuracy(jnp.zeros((0, 3)), jnp.zeros((0,), jnp.int32))
     with pytest.raises(ValueError, match=re.escape("last_step_mse: pred must have at least one element (one step), got shape (0, 2)")):
         sr.train.last_step_mse(jnp.zeros((0, 2)), jnp.zeros((0, 2)))
+
+
+def test_traced_labels_out_of_range_give_nan_not_another_class():
+    """Under a user's jit the labels cannot be checked: one outside [0, K) makes the loss NaN (never a wrapped index)."""
+    loss = jax.jit(softmax_cross_entropy)
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(3, K)), jnp.float32)
+    assert np.isfinite(float(loss(logits, jnp.array([0, 1, 2]))))
+    for bad in ([0, -1, 2], [0, 1, K]):
+        assert np.isnan(float(loss(logits, jnp.array(bad))))
+    # Past the length they are padding, and ignored.
+    masked = jax.jit(lambda z, y: softmax_cross_entropy(z, y, 2))
+    np.testing.assert_array_equal(masked(logits, jnp.array([0, 1, -1])), masked(logits, jnp.array([0, 1, 2])))

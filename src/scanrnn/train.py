@@ -176,15 +176,22 @@ def softmax_cross_entropy(logits, labels, length=None) -> Array:
     ``logits`` is ``[T, K]`` with ``labels`` ``[T]`` (mean over the first
     ``length`` steps; labels past it, such as a pad of -1, are ignored), or
     ``[K]`` with a scalar label (one classification, where ``length`` is
-    ignored). Concrete labels must lie in ``[0, K)``; traced ones (under a
-    user's ``jit``) are not checked, and one outside that range gives NaN.
+    ignored). Concrete labels must lie in ``[0, K)`` (a ValueError
+    otherwise); a traced one (under a user's ``jit``) outside that range
+    makes the loss NaN, never a number read off another class, so that the
+    divergence guard of :func:`fit` stops at it.
     """
     labels = _check_classification("softmax_cross_entropy", logits, labels)
+    if length is not None and labels.ndim:
+        length = check_length(length, labels.shape[0])
+        # Padding past the length (a label of -1, a NaN logit) never enters the arithmetic.
+        logits, labels = mask_padding(logits, length), mask_padding(labels, length)
+    num_classes = jnp.shape(logits)[-1]
+    known = (labels >= 0) & (labels < num_classes)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(known, labels, 0))
+    nll = jnp.where(known, nll, jnp.full_like(nll, jnp.nan))
     if length is None or labels.ndim == 0:
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-    length = check_length(length, labels.shape[0])
-    # Padding past the length (a label of -1, a NaN logit) never enters the arithmetic.
-    nll = optax.softmax_cross_entropy_with_integer_labels(mask_padding(logits, length), mask_padding(labels, length))
+        return jnp.mean(nll)
     return _masked_mean(nll, length)
 
 
