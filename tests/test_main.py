@@ -1,64 +1,429 @@
-"""The main job, ``python -m scanrnn train``, on a few epochs."""
+"""The main job, ``scanrnn train`` (``python -m scanrnn train``): its flags, outputs, checkpoints and resume.
+
+Tiny runs of the binary-sum task (the cheapest), in-process through
+``main(argv)`` where the exit status and the messages are what is tested,
+and as subprocesses where the process matters: the program's name, and a run
+killed with SIGKILL and resumed, whose params must equal those of the run
+left alone, bit for bit.
+"""
 
 import json
+import math
+import os
+import queue
+import random
+import shutil
+import signal
 import subprocess
 import sys
+import sysconfig
+import threading
+import time
 
 import numpy as np
 import pytest
 
-from scanrnn.__main__ import main
+from scanrnn.__main__ import build_parser, check_flags, main, make_data
 
 # The main job trains with optax's Adam (see conftest.py).
 pytestmark = pytest.mark.usefixtures("standard_dtype_promotion")
 
+TINY = ["train", "--task", "binary-sum", "--hidden", "4", "--epochs", "2"]
+PNG = b"\x89PNG\r\n\x1a\n"
 
-def test_main_job_binary_sum_writes_its_outputs(tmp_path, capsys):
+
+def strict_json(path):
+    """``path``'s JSON, refusing the NaN and Infinity tokens that strict JSON has not."""
+
+    def refuse(token):
+        raise ValueError(f"{path} is not strict JSON: it holds {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def run(argv, capsys):
+    """``main(argv)`` in this process: ``(exit status, stdout, stderr)``."""
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# --------------------------------------------------------------------------
+# Every flag checked before anything is written: one line on stderr, status 2.
+
+BAD_FLAGS = [
+    (["--epochs", "0"], "--epochs must be a positive int, got 0"),
+    (["--epochs", "-3"], "--epochs must be a positive int, got -3"),
+    (["--epochs", "2.5"], "argument --epochs: invalid int value: '2.5'"),
+    (["--batch-size", "0"], "--batch-size must be a positive int, got 0"),
+    (["--layers", "0"], "--layers must be a positive int, got 0"),
+    (["--hidden", "4", "0"], "--hidden must be positive ints, got 4 0"),
+    (["--hidden", "6", "4", "2", "--layers", "2"], "--hidden needs 1 or --layers (2) numbers, got 3"),
+    (["--checkpoint-every", "0"], "--checkpoint-every must be a positive int, got 0"),
+    (["--seed", "-1"], "--seed must be an int in [0, 2**63 - 1], got -1"),
+    (["--seed", str(2**63)], f"--seed must be an int in [0, 2**63 - 1], got {2**63}"),
+    (["--lr", "0"], "--lr must be a positive finite number, got 0.0"),
+    (["--lr", "-0.01"], "--lr must be a positive finite number, got -0.01"),
+    (["--lr", "inf"], "--lr must be a positive finite number, got inf"),
+    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["--clip-norm", "0"], "--clip-norm must be a positive finite number, got 0.0"),
+    (["--clip-norm", "-1"], "--clip-norm must be a positive finite number, got -1.0"),
+    (["--clip-norm", "nan"], "--clip-norm must be a positive finite number, got nan"),
+    (["--dropout", "1"], "--dropout must be a rate in [0, 1), got 1.0"),
+    (["--dropout", "-0.1"], "--dropout must be a rate in [0, 1), got -0.1"),
+    (["--dropout", "nan"], "--dropout must be a rate in [0, 1), got nan"),
+    (["--cell", "transformer"], "argument --cell: invalid choice: 'transformer' (choose from 'simple_rnn', 'lstm', "
+                                "'gru', 'layer_norm_rnn', 'layer_norm_lstm')"),
+    (["--cell", "gru", "--peephole"], "--peephole applies to --cell lstm only, got --cell gru"),
+    (["--cell", "lstm", "--activation", "relu"],
+     "--activation applies to --cell simple_rnn and layer_norm_rnn only, got --cell lstm"),
+    (["--resume", "--overwrite"],
+     "--resume continues the run in --out and --overwrite replaces it: give one of them, not both"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_a_bad_flag_is_one_line_and_status_2(flags, message, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--task", "binary-sum", "--epochs", "3", "--seed", "1", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert printed.count("train loss") == 3 and "valid MSE" in printed
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["history"]["train_loss"]) == 3
-    assert np.isfinite(metrics["final"]["valid_mse"]) and np.isfinite(metrics["final"]["test_mse"])
-    assert metrics["config"]["hidden"] == [6, 4]
-    with np.load(out / "params.npz") as params:
-        assert params["[0].w_hh"].shape == (6, 6) and params["[1].w_hh"].shape == (4, 4)
-    for name in ("learning_curves.png", "forecasts.png"):
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, printed, error = run(TINY + ["--out", out] + flags, capsys)
+    assert code == 2
+    assert error == f"scanrnn train: error: {message}\n"
+    assert printed == "" and not out.exists()  # nothing written, nothing trained
 
 
-def test_main_job_sine_with_other_cell(tmp_path):
-    out = tmp_path / "sine"
-    argv = ["train", "--cell", "lstm", "--peephole", "--hidden", "4", "--layers", "1", "--epochs", "1",
-            "--batch-size", "256", "--out", str(out)]
-    assert main(argv) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    # The naive last-value forecast of the seed's study is reported beside the model.
-    assert 0.01 < metrics["baseline"]["naive_last_value"]["test"] < 0.03
-    assert metrics["final"]["valid_mse"] < 0.2
+def test_an_unknown_flag_is_one_line_and_status_2(capsys):
+    code, _, error = run(["train", "--bogus", "3"], capsys)
+    assert (code, error) == (2, "scanrnn: error: unrecognized arguments: --bogus 3\n")
+    code, _, error = run([], capsys)
+    assert (code, error) == (2, "scanrnn: error: the following arguments are required: command\n")
 
 
-def test_main_job_rejects_bad_flags(tmp_path):
-    with pytest.raises(SystemExit):
-        main(["train", "--cell", "transformer"])
-    with pytest.raises(SystemExit, match="--peephole applies to --cell lstm only"):
-        main(["train", "--cell", "gru", "--peephole", "--out", str(tmp_path)])
-
-
-def test_module_entry_point_prints_help():
-    result = subprocess.run([sys.executable, "-m", "scanrnn", "train", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "--task" in result.stdout
+def test_out_must_be_a_writable_directory(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("not a directory")
+    cases = [
+        (file, f"--out must be a directory, got the existing file {str(file)!r}"),
+        (file / "run", f"--out {str(file / 'run')!r} cannot be created: {str(file)!r} is a file"),
+        ("", "--out must name a directory, got ''"),
+    ]
+    for out, message in cases:
+        assert run(TINY + ["--out", out], capsys) == (2, "", f"scanrnn train: error: {message}\n")
+    if os.geteuid() != 0:  # root writes anywhere; a read-only file system stops it
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        unwritable = locked / "run"
+    elif os.path.isdir("/proc"):
+        unwritable = "/proc/scanrnn-test-run"
+    else:
+        pytest.skip("no directory this user cannot write to")
+    code, _, error = run(TINY + ["--out", unwritable], capsys)
+    assert code == 2 and error.count("\n") == 1
+    assert error.startswith(f"scanrnn train: error: --out {str(unwritable)!r} ")
+    assert "is not writable" in error or "cannot be created or written to" in error
 
 
 def test_hidden_sizes_set_the_depth():
-    from scanrnn.__main__ import build_parser, resolve
-
     def parsed(*flags):
-        return resolve(build_parser().parse_args(["train", *flags]))
+        return check_flags(build_parser().parse_args(["train", "--out", "unused", *flags]))
 
     assert parsed("--hidden", "6", "4", "2").layers == 3
     assert parsed("--hidden", "8", "--layers", "3").hidden == [8, 8, 8]
     assert parsed().hidden == [20, 20] and parsed("--task", "binary-sum").hidden == [6, 4]
-    with pytest.raises(SystemExit, match=r"--hidden needs 1 or --layers \(2\) numbers, got 3"):
-        parsed("--layers", "2", "--hidden", "6", "4", "2")
+    assert parsed().activation is None and parsed("--task", "binary-sum").activation == "sigmoid"
+
+
+# --------------------------------------------------------------------------
+# Help and the program's name.
+
+
+def test_help_shows_every_default(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping: argparse would break "binary-sum" at its hyphen
+    code, printed, _ = run(["train", "--help"], capsys)
+    assert code == 0
+    text = " ".join(printed.split())
+    assert text.startswith("usage: scanrnn train ")
+    train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    for action in train._actions:
+        if action.dest != "help":
+            assert "(default: " in action.help, action.option_strings
+    for default in (
+        "(default: sine)", "(default: gru for sine, simple_rnn for binary-sum)",
+        "(default: 20 for sine, 100 for binary-sum)", "(default: 32 for sine, 8 for binary-sum)",
+        "(default: 0.005 for sine, 0.01 for binary-sum)", "(default: 20 for sine, 6 4 for binary-sum)",
+        "(default: tanh for sine, sigmoid for binary-sum)", "(default: cosine)", "(default: 42)",
+        "(default: runs/TASK-CELL)", "(default: no clipping)", "(default: each epoch only)",
+    ):
+        assert default in text, default
+
+
+def installed_command():
+    """The console script ``pip install`` made, or None."""
+    for candidate in (os.path.join(sysconfig.get_path("scripts"), "scanrnn"), shutil.which("scanrnn")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def test_each_entry_point_names_itself(tmp_path):
+    """``python -m scanrnn`` says so; the installed ``scanrnn`` command says ``scanrnn``."""
+    children = {"python -m scanrnn": [sys.executable, "-m", "scanrnn"]}
+    if installed_command() is not None:
+        children["scanrnn"] = [installed_command()]
+    running = {
+        prog: subprocess.Popen(command + ["train", "--epochs", "0"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        for prog, command in children.items()
+    }
+    try:
+        for prog, child in running.items():
+            printed, error = child.communicate(timeout=120)
+            assert child.returncode == 2, error
+            assert error == f"{prog} train: error: --epochs must be a positive int, got 0\n"
+    finally:
+        for child in running.values():
+            child.kill()
+            child.wait()
+    if "scanrnn" not in children:
+        pytest.skip("the scanrnn command is not installed (pip install -e .); python -m scanrnn was checked")
+
+
+# --------------------------------------------------------------------------
+# Runs, their outputs and the status in metrics.json.
+
+
+def test_a_run_over_an_old_one_with_overwrite_completes_and_resumes_to_itself(tmp_path, capsys):
+    """--overwrite replaces the old run's checkpoints and outputs (nothing else); resuming the finished run
+    trains nothing and writes the same params."""
+    out = tmp_path / "run"
+    (out / "checkpoints" / "999").mkdir(parents=True)
+    (out / "metrics.json").write_text('{"status": "completed"}')
+    (out / "forecasts.png").write_bytes(b"an old figure")
+    (out / "notes.txt").write_text("the user's")
+    flags = TINY + ["--seed", "1", "--out", out]
+    code, printed, _ = run(flags + ["--checkpoint-every", "100", "--overwrite"], capsys)
+    assert code == 0 and printed.count("train loss") == 2
+    metrics = strict_json(out / "metrics.json")
+    assert metrics["status"] == "completed" and metrics["resumed_from_step"] is None
+    assert len(metrics["history"]["train_loss"]) == 2 and len(metrics["history"]["valid_loss"]) == 2
+    assert all(math.isfinite(metrics["final"][k]) for k in ("valid_mse", "test_mse"))
+    assert metrics["config"]["hidden"] == [4, 4] and metrics["config"]["checkpoint_every"] == 100
+    with np.load(out / "params.npz") as params:
+        assert params["[0].w_hh"].shape == (4, 4) and params["[1].w_hh"].shape == (4, 4)
+    for name in ("learning_curves.png", "predictions.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+    # binary-sum plots predicted against true sums; the old run's forecasts are gone, the user's file is not.
+    assert not (out / "forecasts.png").exists() and (out / "notes.txt").read_text() == "the user's"
+    # 402 examples in batches of 8: 51 steps an epoch; checkpoints at step 100 and at the end of each epoch.
+    steps = sorted(int(n) for n in os.listdir(out / "checkpoints") if n.isdigit())
+    assert 100 in steps and steps[-1] == 102 and 999 not in steps
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+    finished = tmp_path / "finished"
+    os.rename(out, finished)
+    shutil.copytree(finished, out)
+    code, printed, _ = run(flags + ["--resume"], capsys)
+    assert code == 0 and "from its checkpoint of step 102" in printed and "train loss" not in printed
+    assert strict_json(out / "metrics.json")["status"] == "completed"
+    assert_same_params(out / "params.npz", finished / "params.npz")
+
+
+def a_recorded_run(out, *flags):
+    """``out`` as a run of ``TINY + flags`` leaves it: its flags in metrics.json, a checkpoint (empty here)."""
+    from scanrnn.__main__ import _config
+
+    args = check_flags(build_parser().parse_args(TINY + [*flags, "--out", str(out)]))
+    (out / "checkpoints" / "51").mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({"status": "running", "config": _config(args)}))
+    return out
+
+
+def test_a_new_run_into_a_run_is_refused(tmp_path, capsys):
+    out = a_recorded_run(tmp_path / "run", "--seed", "1")
+    before = (out / "metrics.json").read_bytes()
+    code, printed, error = run(TINY + ["--seed", "1", "--out", out], capsys)
+    assert code == 2 and printed == ""
+    assert error == (
+        f"scanrnn train: error: --out {str(out)!r} already holds a run (metrics.json, checkpoints): pass "
+        "--resume to continue it, --overwrite to replace it, or choose another --out\n"
+    )
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_resume_with_other_flags_is_refused(tmp_path, capsys):
+    out = a_recorded_run(tmp_path / "run", "--seed", "1", "--checkpoint-every", "10")
+    flags = ["train", "--task", "binary-sum", "--hidden", "4", "--epochs", "3", "--seed", "1", "--lr", "0.02"]
+    code, _, error = run(flags + ["--resume", "--out", out], capsys)  # --checkpoint-every may change
+    assert code == 2
+    assert error == (
+        f"scanrnn train: error: --resume: the run in {str(out)!r} was started with other flags: "
+        "--epochs 3 (the run has 2); --lr 0.02 (the run has 0.01); give the flags it started with, "
+        "or choose another --out\n"
+    )
+    (out / "metrics.json").unlink()
+    code, _, error = run(TINY + ["--seed", "1", "--resume", "--out", out], capsys)
+    assert code == 2 and "holds checkpoints but no metrics.json, which records the flags of its run" in error
+
+
+def test_a_nan_learning_rate_stops_at_the_first_step(tmp_path, capsys):
+    """``--lr nan`` passes the flag checks and is stopped by fit's divergence guard: status 1, one line."""
+    out = tmp_path / "run"
+    code, _, error = run(TINY + ["--lr", "nan", "--out", out], capsys)
+    assert code == 1 and error.count("\n") == 1
+    assert error.startswith("scanrnn train: training diverged at epoch 1, step 1 (batch 1 of 51): the update was not finite")
+    metrics = strict_json(out / "metrics.json")
+    assert metrics["status"] == "diverged" and metrics["diverged_at"] == {"epoch": 1, "step": 1}
+    assert metrics["error"] == error.removeprefix("scanrnn train: ").strip()
+    assert metrics["config"]["lr"] is None  # NaN, in strict JSON
+    assert metrics["history"]["train_loss"] == [] and "final" not in metrics
+    assert not (out / "params.npz").exists()
+
+
+def test_the_sine_task_with_a_bidirectional_peephole_lstm_and_dropout(tmp_path, capsys, monkeypatch):
+    import jax
+
+    import scanrnn.train
+
+    keys, fit = [], scanrnn.train.fit
+
+    def spy(*args, **kwargs):  # the dropout's key reaches fit
+        keys.append(kwargs["key"])
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(scanrnn.train, "fit", spy)
+    out = tmp_path / "sine"
+    argv = ["train", "--cell", "lstm", "--peephole", "--hidden", "4", "--layers", "1", "--bidirectional",
+            "--dropout", "0.25", "--epochs", "1", "--batch-size", "256", "--seed", "3", "--out", out]
+    code, printed, _ = run(argv, capsys)
+    assert code == 0 and "1 x bidirectional lstm [4], dropout 0.25" in printed
+    expected = jax.random.key_data(jax.random.fold_in(jax.random.key(3), 1))
+    assert len(keys) == 1 and np.array_equal(jax.random.key_data(keys[0]), expected)
+    metrics = strict_json(out / "metrics.json")
+    assert metrics["status"] == "completed" and metrics["config"]["bidirectional"] is True
+    # The naive last-value forecast of the seed's study is reported beside the model.
+    assert 0.01 < metrics["baseline"]["naive_last_value"]["test"] < 0.03
+    assert metrics["final"]["valid_mse"] < 0.2
+    with np.load(out / "params.npz") as params:
+        # The two directions stacked on a leading axis; the dropout layer [1] has no params.
+        assert params["[0].w_hh"].shape == (2, 16, 4) and params["[2].w"].shape == (1, 8)
+    assert (out / "forecasts.png").read_bytes()[:8] == PNG and not (out / "predictions.png").exists()
+
+
+# --------------------------------------------------------------------------
+# A run killed in its second epoch and resumed equals the run left alone.
+
+
+def assert_same_params(path, expected_path):
+    with np.load(path) as got, np.load(expected_path) as expected:
+        assert sorted(got.files) == sorted(expected.files)
+        for name in expected.files:
+            assert got[name].dtype == expected[name].dtype, name
+            np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+class Child:
+    """``python -m scanrnn train ARGV`` in a subprocess, its output read line by line on a thread."""
+
+    def __init__(self, argv, cwd):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")  # and the test run's JAX_COMPILATION_CACHE_DIR
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "scanrnn", *map(str, argv)], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env,
+        )
+        self.output, self._lines = [], queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _take(self, timeout):
+        line = self._lines.get(timeout=max(timeout, 0.001))
+        if line is not None:
+            self.output.append(line)
+        return line
+
+    def wait_for(self, prefix, deadline):
+        """Read until a line starts with ``prefix``; fail at the end of the output or at ``deadline``."""
+        while True:
+            try:
+                line = self._take(deadline - time.monotonic())
+            except queue.Empty:
+                pytest.fail(f"no line {prefix!r} in time; output so far:\n{''.join(self.output)}")
+            if line is None:
+                pytest.fail(f"the run ended before a line {prefix!r}:\n{''.join(self.output)}")
+            if line.startswith(prefix):
+                return line
+
+    def finish(self, timeout):
+        """Wait for the process and the rest of its output; its exit status."""
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
+        while not self._lines.empty():
+            self._take(0)
+        return code
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._reader.join(timeout=30)
+        self.process.stdout.close()
+
+
+def test_a_run_killed_in_its_second_epoch_resumes_to_the_same_params(tmp_path):
+    """SIGKILL at a seeded random moment after the second epoch's first checkpoint, then --resume.
+
+    402 examples in batches of 2 make epochs of 201 steps; checkpointing every
+    40 steps, the killed run saves in epoch 2 at steps 240, 280, ... 400 and
+    at 402, its end. The kill comes within 0.25 s of the first of them
+    appearing, well before the epoch ends (160 more steps and 4 saves of
+    about 0.2 s each). The reference checkpoints at the end of each epoch
+    only: how often a run is saved changes none of its numbers.
+    """
+    flags = ["train", "--task", "binary-sum", "--hidden", "4", "--epochs", "2", "--batch-size", "2"]
+    steps_per_epoch = -(-len(make_data("binary-sum", 42)[0][0].x) // 2)
+    assert steps_per_epoch == 201
+    delay = random.Random(2024).uniform(0.0, 0.25)
+    reference = killed = resumed = None
+    try:
+        # The run left alone (checkpointed at the end of each epoch only) and the run to be killed start together.
+        reference = Child(flags + ["--out", tmp_path / "reference"], tmp_path)
+        killed = Child(flags + ["--checkpoint-every", "40", "--out", tmp_path / "killed"], tmp_path)
+        deadline = time.monotonic() + 240
+        killed.wait_for("epoch 1/2 ", deadline)
+        checkpoints = tmp_path / "killed" / "checkpoints"
+        while True:  # the second epoch's first checkpoint, complete (orbax renames it into place)
+            second = [s for s in map(int, filter(str.isdigit, os.listdir(checkpoints))) if s > steps_per_epoch]
+            if second:
+                break
+            assert killed.process.poll() is None and time.monotonic() < deadline, "".join(killed.output)
+            time.sleep(0.005)
+        time.sleep(delay)
+        killed.process.send_signal(signal.SIGKILL)
+        assert killed.finish(timeout=60) == -signal.SIGKILL
+        # It was killed within its second epoch: the first ended, the second did not.
+        printed = "".join(killed.output)
+        assert "epoch 1/2 " in printed and "epoch 2/2 " not in printed, printed
+        metrics = strict_json(tmp_path / "killed" / "metrics.json")
+        assert metrics["status"] == "running" and not (tmp_path / "killed" / "params.npz").exists()
+
+        resumed = Child(flags + ["--checkpoint-every", "40", "--resume", "--out", tmp_path / "killed"], tmp_path)
+        assert resumed.finish(timeout=240) == 0, "".join(resumed.output)
+        assert reference.finish(timeout=240) == 0, "".join(reference.output)
+    finally:
+        for child in (reference, killed, resumed):
+            if child is not None:
+                child.close()
+
+    metrics = strict_json(tmp_path / "killed" / "metrics.json")
+    start = metrics["resumed_from_step"]
+    assert steps_per_epoch < start < 2 * steps_per_epoch, (start, second)  # a checkpoint within epoch 2
+    assert f"from its checkpoint of step {start}" in "".join(resumed.output)
+    assert metrics["status"] == "completed"
+    assert_same_params(tmp_path / "killed" / "params.npz", tmp_path / "reference" / "params.npz")
+    expected = strict_json(tmp_path / "reference" / "metrics.json")
+    for name in ("train_loss", "valid_loss"):
+        assert metrics["history"][name] == expected["history"][name], name
+    assert metrics["final"] == expected["final"]

@@ -1,4 +1,4 @@
-"""The main job: ``python -m scanrnn train``.
+"""The main job: ``scanrnn train`` (also ``python -m scanrnn train``).
 
 Trains a stacked recurrent model on generated data (no download) and writes
 ``metrics.json``, ``params.npz`` and PNG plots to ``--out``:
@@ -9,20 +9,37 @@ Trains a stacked recurrent model on generated data (no download) and writes
 - ``--task binary-sum``: the first seed's sums of 7 random bits.
 
 With no flags it trains a 2-layer GRU of 20 units on the sine task.
+
+Every flag is checked before anything is trained: a mistake prints one line
+on stderr and exits with status 2. The run's state is checkpointed in
+``OUT/checkpoints`` (through ``fit``'s ``checkpoint_dir``) at the end of each
+epoch and every ``--checkpoint-every`` steps, and ``--resume`` continues a
+run from its latest checkpoint, bit for bit. ``metrics.json`` says how the
+run stands (``"status"``: ``"running"`` from the start, then
+``"completed"``, ``"diverged"`` or ``"interrupted"``) and is strict JSON
+(non-finite numbers as ``null``). Every output is written to a temporary
+file and renamed over its destination. Exit status: 0 completed, 1 diverged
+(a non-finite step, stopped by ``fit``'s divergence guard), 2 a usage
+mistake, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 TASKS = ("sine", "binary-sum")
 CELLS = ("simple_rnn", "lstm", "gru", "layer_norm_rnn", "layer_norm_lstm")
+ACTIVATION_CELLS = ("simple_rnn", "layer_norm_rnn")  # the cells that take --activation
 
 # Per-task defaults: the second seed's deep models, the first seed's network.
 DEFAULTS = {
@@ -30,54 +47,265 @@ DEFAULTS = {
     "binary-sum": dict(cell="simple_rnn", layers=2, hidden=[6, 4], epochs=100, batch_size=8, lr=1e-2, activation="sigmoid"),
 }
 
+# The flags that shape a run's numbers: --resume needs them as the run started with.
+SHAPING = (
+    "task", "cell", "activation", "peephole", "layers", "hidden", "bidirectional", "dropout",
+    "epochs", "batch_size", "lr", "schedule", "clip_norm", "seed",
+)
+CHECKPOINTS = "checkpoints"  # OUT/checkpoints: the run's TrainState, through orbax
+FIGURES = {"sine": "forecasts.png", "binary-sum": "predictions.png"}
+OUTPUTS = ("metrics.json", "params.npz", "learning_curves.png", "forecasts.png", "predictions.png")
+MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scanrnn", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a model on a generated task and write its metrics and plots")
-    train.add_argument("--task", choices=TASKS, default="sine")
-    train.add_argument("--cell", choices=CELLS, help="recurrent cell (default: gru for sine, simple_rnn for binary-sum)")
-    train.add_argument("--activation", choices=("tanh", "sigmoid", "relu"), help="of simple_rnn / layer_norm_rnn")
-    train.add_argument("--peephole", action="store_true", help="LSTM peephole connections (lstm only)")
-    train.add_argument("--layers", type=int, help="number of recurrent layers (default 2)")
-    train.add_argument("--hidden", type=int, nargs="+", help="units per layer: one number for all, or one per layer")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float, help="Adam's (peak) learning rate")
-    train.add_argument(
-        "--schedule", choices=("cosine", "constant"), default="cosine",
-        help="learning rate: cosine decay from --lr to 5%% of it over the run (default), or constant",
+
+class UsageError(Exception):
+    """A mistake in the command line: one line on stderr, exit status 2.
+
+    ``prog`` is the parser's name when argparse found it, else ``None`` (the
+    train command's).
+    """
+
+    def __init__(self, message: str, prog: str | None = None):
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors raise :class:`UsageError` (one line, no usage block) instead of exiting."""
+
+    def error(self, message):
+        raise UsageError(message, self.prog)
+
+
+def _per_task(name: str) -> str:
+    """``"20 for sine, 100 for binary-sum"``: a flag's default in each task, for ``--help``."""
+
+    def show(value):
+        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    return ", ".join(f"{show(defaults[name])} for {task}" for task, defaults in DEFAULTS.items())
+
+
+def build_parser(prog: str = "scanrnn") -> argparse.ArgumentParser:
+    """The command line; ``prog`` is how the program names itself in usage, help and errors."""
+    parser = _Parser(prog=prog, description="scanrnn's main job: train a recurrent model on a generated task.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = sub.add_parser(
+        "train", help="train a model on a generated task and write its metrics, params and plots",
+        description="Train a stacked recurrent model on a generated task; checkpoint it, and write its "
+        "metrics, params and plots to --out.",
     )
-    train.add_argument("--clip-norm", type=float, default=None, help="clip gradients to this global norm")
-    train.add_argument("--seed", type=int, default=42, help="seeds the data, the params and the shuffling")
-    train.add_argument("--out", default=None, help="output directory (default runs/TASK-CELL)")
+    model = train.add_argument_group("the task and the model")
+    model.add_argument("--task", choices=TASKS, default="sine", help="the generated task (default: sine)")
+    model.add_argument("--cell", choices=CELLS, help=f"the recurrent cell (default: {_per_task('cell')})")
+    model.add_argument(
+        "--activation", choices=("tanh", "sigmoid", "relu"),
+        help=f"of simple_rnn and layer_norm_rnn only (default: {_per_task('activation')})",
+    )
+    model.add_argument("--peephole", action="store_true", help="LSTM peephole connections, lstm only (default: off)")
+    model.add_argument(
+        "--layers", type=int, metavar="N",
+        help="recurrent layers (default: the number of --hidden sizes when there are several, else 2)",
+    )
+    model.add_argument(
+        "--hidden", type=int, nargs="+", metavar="H",
+        help=f"units per layer: one number for all, or one per layer (default: {_per_task('hidden')})",
+    )
+    model.add_argument(
+        "--bidirectional", action="store_true",
+        help="bidirectional recurrent layers, the directions' outputs concatenated (default: off)",
+    )
+    model.add_argument(
+        "--dropout", type=float, default=0.0, metavar="RATE",
+        help="dropout in [0, 1) after each recurrent layer, between them and before the output (default: 0)",
+    )
+    training = train.add_argument_group("training")
+    training.add_argument("--epochs", type=int, metavar="N", help=f"epochs of the run (default: {_per_task('epochs')})")
+    training.add_argument("--batch-size", type=int, metavar="B", help=f"examples per step (default: {_per_task('batch_size')})")
+    training.add_argument(
+        "--lr", type=float, help=f"Adam's (peak) learning rate, > 0 (default: {_per_task('lr')})",
+    )
+    training.add_argument(
+        "--schedule", choices=("cosine", "constant"), default="cosine",
+        help="learning rate: cosine decay from --lr to 5%% of it over the run, or constant (default: cosine)",
+    )
+    training.add_argument(
+        "--clip-norm", type=float, metavar="NORM",
+        help="clip the gradients to this global norm, > 0 (default: no clipping)",
+    )
+    training.add_argument(
+        "--seed", type=int, default=42,
+        help=f"seeds the data, the params, the data order and the dropout, in [0, 2**63 - 1] (default: 42)",
+    )
+    run = train.add_argument_group("outputs, checkpoints and resuming")
+    run.add_argument("--out", metavar="DIR", help="output directory (default: runs/TASK-CELL)")
+    run.add_argument(
+        "--checkpoint-every", type=int, metavar="N",
+        help="also checkpoint every N steps, not only at the end of each epoch (default: each epoch only)",
+    )
+    run.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --out from its latest checkpoint, with the flags it started with "
+        "(a new run when --out holds none) (default: off)",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run in --out (its checkpoints and outputs; nothing else there) (default: off)",
+    )
     return parser
 
 
-def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset flags from the task's defaults and check them."""
+# --------------------------------------------------------------------------
+# Checking the flags.
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _positive_int(args, name: str) -> None:
+    value = getattr(args, name)
+    if value is not None and value < 1:
+        raise UsageError(f"{_flag(name)} must be a positive int, got {value}")
+
+
+def check_flags(args: argparse.Namespace) -> argparse.Namespace:
+    """Check the flags as given, fill the unset ones from the task's defaults, and check the whole.
+
+    Raises :class:`UsageError` with one line naming the flag, what was
+    expected and what was given. ``--lr nan`` passes (a NaN compares false):
+    it is left to ``fit``'s divergence guard, which stops the run at its
+    first step.
+    """
+    for name in ("epochs", "batch_size", "layers", "checkpoint_every"):
+        _positive_int(args, name)
+    if args.hidden is not None and min(args.hidden) < 1:
+        raise UsageError(f"--hidden must be positive ints, got {' '.join(map(str, args.hidden))}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be an int in [0, 2**63 - 1], got {args.seed}")
+    if args.lr is not None and (args.lr <= 0 or args.lr == math.inf):
+        raise UsageError(f"--lr must be a positive finite number, got {args.lr!r}")
+    if args.clip_norm is not None and not (args.clip_norm > 0 and math.isfinite(args.clip_norm)):
+        raise UsageError(f"--clip-norm must be a positive finite number, got {args.clip_norm!r}")
+    if not 0 <= args.dropout < 1:  # NaN fails too
+        raise UsageError(f"--dropout must be a rate in [0, 1), got {args.dropout!r}")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them, not both")
+
+    cell = args.cell or DEFAULTS[args.task]["cell"]
+    if args.activation is not None and cell not in ACTIVATION_CELLS:
+        raise UsageError(f"--activation applies to --cell {' and '.join(ACTIVATION_CELLS)} only, got --cell {cell}")
+    if args.peephole and cell != "lstm":
+        raise UsageError(f"--peephole applies to --cell lstm only, got --cell {cell}")
     if args.layers is None and args.hidden is not None and len(args.hidden) > 1:
         args.layers = len(args.hidden)  # one size per layer names the depth
     for name, value in DEFAULTS[args.task].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.layers < 1:
-        raise SystemExit(f"--layers must be at least 1, got {args.layers}")
+    if cell not in ACTIVATION_CELLS:
+        args.activation = None  # the cell has none
     if len(args.hidden) == 1:
         args.hidden = args.hidden * args.layers
     if len(args.hidden) != args.layers:
-        raise SystemExit(f"--hidden needs 1 or --layers ({args.layers}) numbers, got {len(args.hidden)}")
-    if args.peephole and args.cell != "lstm":
-        raise SystemExit("--peephole applies to --cell lstm only")
+        raise UsageError(f"--hidden needs 1 or --layers ({args.layers}) numbers, got {len(args.hidden)}")
     if args.out is None:
         args.out = os.path.join("runs", f"{args.task}-{args.cell}")
+    _check_out(args.out)
     return args
+
+
+def _check_out(out: str) -> None:
+    """``out`` is, or can be made, a directory (not a file, nor under one)."""
+    if not out:
+        raise UsageError("--out must name a directory, got ''")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out must be a directory, got the existing file {out!r}")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--out {out!r} cannot be created: {parent!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out!r} is not writable: no write permission on {parent!r}")
+
+
+def _show(value) -> str:
+    """A config value as a command line gives it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return "unset" if value is None else str(value)
+
+
+def _config(args: argparse.Namespace) -> dict:
+    """The run's flags as ``metrics.json`` records them (strict JSON: a NaN is ``null``)."""
+    from scanrnn._run_checkpoints import _json_safe
+
+    return _json_safe({k: v for k, v in vars(args).items() if k not in ("command", "resume", "overwrite")})
+
+
+def check_run_dir(args: argparse.Namespace) -> None:
+    """Refuse to mix a new run with the one already in ``--out``, or to resume with other flags."""
+    out = args.out
+    found = [name for name in OUTPUTS + (CHECKPOINTS,) if os.path.exists(os.path.join(out, name))]
+    if not found or args.overwrite:
+        return
+    if not args.resume:
+        raise UsageError(
+            f"--out {out!r} already holds a run ({', '.join(found)}): pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --out"
+        )
+    metrics_path = os.path.join(out, "metrics.json")
+    if not os.path.exists(metrics_path):
+        raise UsageError(
+            f"--resume: {out!r} holds {', '.join(found)} but no metrics.json, which records the flags of its "
+            "run; pass --overwrite to replace it, or choose another --out"
+        )
+    try:
+        with open(metrics_path) as f:
+            stored = json.load(f)["config"]
+        if not isinstance(stored, dict):
+            raise TypeError(f"its config is {type(stored).__name__}, not an object")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"--resume: cannot read the run's flags from {metrics_path!r}: {error}") from None
+    given = _config(args)
+    missing = object()
+    differ = [
+        f"{_flag(name)} {_show(getattr(args, name))} (the run has {_show(stored[name]) if name in stored else 'not recorded'})"
+        for name in SHAPING
+        if stored.get(name, missing) != given[name]
+    ]
+    if differ:
+        raise UsageError(
+            f"--resume: the run in {out!r} was started with other flags: {'; '.join(differ)}; give the flags "
+            "it started with, or choose another --out"
+        )
+
+
+def _prepare_out(args: argparse.Namespace) -> None:
+    """Create ``--out`` and check that a file can be written there; with ``--overwrite``, clear the old run."""
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out):  # a probe, removed when closed
+            pass
+    except OSError as error:
+        raise UsageError(f"--out {args.out!r} cannot be created or written to: {error.strerror or error}") from None
+    if args.overwrite:
+        shutil.rmtree(os.path.join(args.out, CHECKPOINTS), ignore_errors=True)
+        for name in OUTPUTS:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(args.out, name))
+
+
+# --------------------------------------------------------------------------
+# The model, the data and the outputs.
 
 
 def make_cell(name: str, hidden: int, activation: str, peephole: bool):
     import scanrnn
 
-    if name in ("simple_rnn", "layer_norm_rnn"):
+    if name in ACTIVATION_CELLS:
         return getattr(scanrnn, name)(hidden, activation)
     if name == "lstm":
         return scanrnn.lstm(hidden, peephole=peephole)
@@ -85,14 +313,27 @@ def make_cell(name: str, hidden: int, activation: str, peephole: bool):
 
 
 def make_model(args):
-    """Stacked recurrent layers, the last one many-to-one, then a dense output of 1."""
+    """Stacked recurrent layers, the last one many-to-one, then a dense output of 1.
+
+    With ``--bidirectional`` each recurrent layer reads both ways (outputs
+    concatenated); with ``--dropout`` a dropout layer follows each recurrent one.
+    """
     import scanrnn
 
-    layers = [
-        scanrnn.recurrent(make_cell(args.cell, h, args.activation, args.peephole), return_sequences=i < args.layers - 1)
-        for i, h in enumerate(args.hidden)
-    ]
+    layer = scanrnn.bidirectional if args.bidirectional else scanrnn.recurrent
+    layers = []
+    for i, h in enumerate(args.hidden):
+        cell = make_cell(args.cell, h, args.activation, args.peephole)
+        layers.append(layer(cell, return_sequences=i < args.layers - 1))
+        if args.dropout:
+            layers.append(scanrnn.dropout(args.dropout))
     return scanrnn.serial(*layers, scanrnn.dense(1))
+
+
+def describe(args) -> str:
+    """``"2 x gru [20, 20]"``, with the options that change the model."""
+    kind = f"bidirectional {args.cell}" if args.bidirectional else args.cell
+    return f"{args.layers} x {kind} {args.hidden}" + (f", dropout {args.dropout:g}" if args.dropout else "")
 
 
 def make_data(task: str, seed: int):
@@ -119,71 +360,135 @@ def count_params(params) -> int:
     return int(sum(np.size(leaf) for leaf in jax.tree.leaves(params)))
 
 
-def train_command(args: argparse.Namespace) -> dict:
+def write_json(path: str, record: dict) -> None:
+    """Strict JSON (every non-finite number as ``null``), written to a temporary file and renamed over ``path``."""
+    from scanrnn._run_checkpoints import _json_safe
+    from scanrnn.checkpoint import _create_temporary, _fsync_directory
+
+    text = json.dumps(_json_safe(record), indent=2, allow_nan=False) + "\n"
+    temporary, fd = _create_temporary(path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(os.path.dirname(path) or os.curdir)
+
+
+def train_command(args: argparse.Namespace, prog: str) -> int:
+    """Train the checked run ``args``; returns the exit status."""
     import jax
     import optax
 
     import scanrnn
     from scanrnn import plot
-    from scanrnn.checkpoint import save_params
-    from scanrnn.train import evaluate, fit, mse, predict
+    from scanrnn.checkpoint import checkpoint_steps, save_params
+    from scanrnn.train import DivergenceError, evaluate, fit, mse, predict
 
-    args = resolve(args)
-    os.makedirs(args.out, exist_ok=True)
+    out = args.out
+    checkpoints = os.path.join(out, CHECKPOINTS)
+    metrics_path = os.path.join(out, "metrics.json")
+    steps = checkpoint_steps(checkpoints) if args.resume and os.path.isdir(checkpoints) else []
+    if args.resume:
+        print(f"resuming the run in {out} from its checkpoint of step {steps[-1]}" if steps
+              else f"no checkpoint to resume in {out}: starting the run", flush=True)
+
     (train, valid, test), baseline = make_data(args.task, args.seed)
     model = make_model(args)
     params = model.init(jax.random.key(args.seed), 1)
+    key = jax.random.fold_in(jax.random.key(args.seed), 1) if args.dropout else None  # the dropout's, apart from init's
     print(
-        f"scanrnn {scanrnn.__version__}: task {args.task}, {args.layers} x {args.cell} {args.hidden}, "
+        f"scanrnn {scanrnn.__version__}: task {args.task}, {describe(args)}, "
         f"{count_params(params)} params, {len(train.x)} / {len(valid.x)} / {len(test.x)} examples, "
         f"jax {jax.__version__} on {jax.default_backend()}",
         flush=True,
     )
+    record = {
+        "status": "running",
+        "config": _config(args),
+        "params": count_params(params),
+        "resumed_from_step": steps[-1] if steps else None,
+        "baseline": baseline,
+        "scanrnn": scanrnn.__version__,
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+    }
+    write_json(metrics_path, record)
+
     start = time.perf_counter()
-    steps = args.epochs * -(-len(train.x) // args.batch_size)
-    lr = optax.cosine_decay_schedule(args.lr, steps, alpha=0.05) if args.schedule == "cosine" else args.lr
-    params, history = fit(
-        model, params, optax.adam(lr), mse, train, valid,
-        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, clip_norm=args.clip_norm, verbose=True,
-    )
+    num_steps = args.epochs * -(-len(train.x) // args.batch_size)
+    lr = optax.cosine_decay_schedule(args.lr, num_steps, alpha=0.05) if args.schedule == "cosine" else args.lr
+    try:
+        params, history = fit(
+            model, params, optax.adam(lr), mse, train, valid,
+            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, clip_norm=args.clip_norm, key=key,
+            checkpoint_dir=checkpoints, checkpoint_every=args.checkpoint_every, resume=args.resume, verbose=True,
+        )
+    except DivergenceError as error:
+        record.update(
+            status="diverged", error=str(error), diverged_at={"epoch": error.epoch, "step": error.step},
+            history=error.state.history, train_seconds=time.perf_counter() - start,
+        )
+        write_json(metrics_path, record)
+        print(f"{prog} train: {error}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        record.update(status="interrupted", train_seconds=time.perf_counter() - start)
+        write_json(metrics_path, record)
+        print(f"{prog} train: interrupted; pass --resume to continue from the latest checkpoint in {checkpoints}",
+              file=sys.stderr, flush=True)
+        return 130
     seconds = time.perf_counter() - start
     final = {"valid_mse": evaluate(model, mse, params, valid), "test_mse": evaluate(model, mse, params, test)}
     print(f"valid MSE {final['valid_mse']:.6f}  test MSE {final['test_mse']:.6f}  ({seconds:.1f}s)")
     for name, scores in baseline.items():
         print(f"baseline {name}: valid MSE {scores['valid']:.6f}  test MSE {scores['test']:.6f}")
 
-    metrics = {
-        "config": {k: v for k, v in vars(args).items() if k != "command"},
-        "params": count_params(params),
-        "history": history,
-        "final": final,
-        "baseline": baseline,
-        "train_seconds": seconds,
-        "backend": jax.default_backend(),
-    }
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    save_params(os.path.join(args.out, "params.npz"), params)
-    title = f"{args.task}: {args.layers} x {args.cell} {args.hidden}"
-    plot.plot_learning_curves(history, os.path.join(args.out, "learning_curves.png"), title=title)
+    # The params and the plots first: "completed" in metrics.json means every output is written.
+    save_params(os.path.join(out, "params.npz"), params)
+    title = f"{args.task}: {describe(args)}"
+    plot.plot_learning_curves(history, os.path.join(out, "learning_curves.png"), title=title)
+    figure = FIGURES[args.task]
     pred = predict(model, params, valid.x)
     if args.task == "sine":
-        plot.plot_forecasts(valid.x[:6], valid.y[:6], pred[:6], os.path.join(args.out, "forecasts.png"), title=title)
+        plot.plot_forecasts(valid.x[:6], valid.y[:6], pred[:6], os.path.join(out, figure), title=title)
     else:
-        plot.plot_predictions(valid.y, pred, os.path.join(args.out, "forecasts.png"), title=title)
+        plot.plot_predictions(
+            valid.y, pred, os.path.join(out, figure), title=title, xlabel="true sum of the bits",
+            ylabel="predicted sum", jitter=0.1,
+        )
         print("first validation sequences, their sums and the predictions:")
         for x, y, p in zip(valid.x[:5], valid.y[:5], pred[:5]):
             print(f"  {x[:, 0].astype(int)} sum {int(y[0])}  predicted {p[0]:.3f}")
-    print(f"wrote metrics.json, params.npz, learning_curves.png, forecasts.png to {args.out}")
-    return metrics
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "train":
-        train_command(args)
+    record.update(status="completed", history=history, final=final, train_seconds=seconds)
+    write_json(metrics_path, record)
+    print(f"wrote metrics.json, params.npz, learning_curves.png, {figure} to {out} (checkpoints in {checkpoints})")
     return 0
 
 
+def main(argv=None, prog: str = "scanrnn") -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    ``prog`` is how the program names itself: ``scanrnn`` (the installed
+    command) or ``python -m scanrnn``.
+    """
+    try:
+        args = build_parser(prog).parse_args(argv)
+        args = check_flags(args)
+        check_run_dir(args)
+        _prepare_out(args)
+    except UsageError as error:
+        print(f"{error.prog or prog + ' train'}: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except SystemExit as done:  # --help
+        return done.code if isinstance(done.code, int) else 0
+    return train_command(args, prog)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m scanrnn"))
