@@ -79,11 +79,22 @@ class RunCheckpoints:
     def all_steps(self) -> list:
         return list(self._manager.all_steps())
 
-    def save(self, state, metrics: Optional[dict] = None) -> None:
-        """Save ``state`` as the checkpoint of step ``state.step`` (nothing when that step is saved already)."""
+    def save(self, state, metrics: Optional[dict] = None, *, when_busy: str = "wait") -> bool:
+        """Save ``state`` as the checkpoint of step ``state.step``; whether a save was started.
+
+        Nothing is saved when that step is saved already. ``metrics`` (the
+        epoch's validation scores) rank the checkpoint for keeping the best.
+        While the previous save is still being written, ``when_busy="wait"``
+        waits for it, and ``"skip"`` saves nothing: orbax's background work
+        is about 0.1 s per checkpoint of a small model on a CPU, more than a
+        short epoch, and a skipped save costs the run nothing but a later
+        resume point (every checkpoint holds the best params so far).
+        """
         step = int(state.step)
         if step in self._manager.all_steps():
-            return
+            return False
+        if when_busy == "skip" and self._manager.is_saving_in_progress():
+            return False
         arrays = _saveable(state._replace(history=None))
         record = {"history": _json_safe(state.history), "format": "scanrnn.train.TrainState"}
         metrics = None if metrics is None or self.monitor is None else _json_safe(metrics)
@@ -95,6 +106,7 @@ class RunCheckpoints:
             args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), record=ocp.args.JsonSave(record)),
             metrics=metrics,
         )
+        return True
 
     def restore(self, like, step: Optional[int] = None):
         """The TrainState saved at ``step`` (the latest by default), with the structure of ``like``."""

@@ -888,11 +888,15 @@ def fit(
         inside the compiled step; the host learns of them at the end of an
         epoch or at a checkpoint, without a sync at every step.
       checkpoint_dir: save the run's state there through orbax-checkpoint
-        (:mod:`scanrnn.checkpoint`): at the end of every epoch, every
-        ``checkpoint_every`` steps, keeping the last ``keep`` and the best
-        by ``monitor``. A save is atomic (a checkpoint is complete or
-        absent), and ``fit`` returns once the last save is on disk. A
-        directory that already holds checkpoints needs ``resume=True``.
+        (:mod:`scanrnn.checkpoint`): every ``checkpoint_every`` steps, and
+        at the end of every epoch unless the previous save is still being
+        written (orbax writes in the background, about 0.1 s a checkpoint
+        for a small model on a CPU; the run does not wait for it between
+        epochs, and the last epoch is always saved), keeping the last
+        ``keep`` and the best by ``monitor``. A save is atomic (a
+        checkpoint is complete or absent), and ``fit`` returns once the
+        last save is on disk. A directory that already holds checkpoints
+        needs ``resume=True``.
       resume: continue from the latest checkpoint in ``checkpoint_dir`` (a
         new run when there is none).
       verbose: print one line per epoch (losses, metrics, seconds), and a
@@ -1071,8 +1075,9 @@ def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints
         if not halt and record["skipped_steps"][-1]:
             line += f"  skipped {record['skipped_steps'][-1]} non-finite steps"
         state = state._replace(history=record)
-        if checkpoints is not None:
-            checkpoints.save(state, scores)
+        if checkpoints is not None:  # the last epoch's save always; the others unless one is being written
+            last = epoch == epochs or stopped_early(state)
+            checkpoints.save(state, scores, when_busy="wait" if last else "skip")
         if verbose:
             print(("\r" if bar else "") + line + f"  {seconds:.1f}s" + (" " * 20 if bar else ""), flush=True)
             if stopped_early(state):
