@@ -12,8 +12,9 @@ With no flags it trains a 2-layer GRU of 20 units on the sine task.
 
 Every flag is checked before anything is trained: a mistake prints one line
 on stderr and exits with status 2. The run's state is checkpointed in
-``OUT/checkpoints`` (through ``fit``'s ``checkpoint_dir``) at the end of each
-epoch and every ``--checkpoint-every`` steps, and ``--resume`` continues a
+``OUT/checkpoints`` (through ``fit``'s ``checkpoint_dir``) at the end of the
+epochs (at most one every 5 s, and the last) and every ``--checkpoint-every``
+steps, and ``--resume`` continues a
 run from its latest checkpoint, bit for bit. ``metrics.json`` says how the
 run stands (``"status"``: ``"running"`` from the start, then
 ``"completed"``, ``"diverged"`` or ``"interrupted"``) and is strict JSON

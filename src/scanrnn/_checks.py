@@ -111,6 +111,15 @@ def positive_number(name: str, value) -> float:
     return float(value)
 
 
+def non_negative_number(name: str, value) -> float:
+    """``value`` as a finite ``float`` >= 0."""
+    if not _is_real(value):
+        raise InputTypeError(f"{name} must be a non-negative number, got {value!r}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+    return float(value)
+
+
 def one_of(name: str, value, allowed) -> object:
     """``value`` if it is one of ``allowed`` (compared with ``==`` among hashable values)."""
     try:

@@ -85,10 +85,10 @@ class RunCheckpoints:
         Nothing is saved when that step is saved already. ``metrics`` (the
         epoch's validation scores) rank the checkpoint for keeping the best.
         While the previous save is still being written, ``when_busy="wait"``
-        waits for it, and ``"skip"`` saves nothing: orbax's background work
-        is about 0.1 s per checkpoint of a small model on a CPU, more than a
-        short epoch, and a skipped save costs the run nothing but a later
-        resume point (every checkpoint holds the best params so far).
+        waits for it, and ``"skip"`` saves nothing: a skipped save costs the
+        run nothing but a later resume point (every checkpoint holds the
+        best params so far), while waiting stalls training on the previous
+        save's background work.
         """
         step = int(state.step)
         if step in self._manager.all_steps():

@@ -829,6 +829,7 @@ def fit(
     on_nonfinite: str = "raise",
     checkpoint_dir: Optional[str] = None,
     checkpoint_every: Optional[int] = None,
+    checkpoint_interval: float = 5.0,
     keep: int = 3,
     resume: bool = False,
     verbose: bool = False,
@@ -888,15 +889,19 @@ def fit(
         inside the compiled step; the host learns of them at the end of an
         epoch or at a checkpoint, without a sync at every step.
       checkpoint_dir: save the run's state there through orbax-checkpoint
-        (:mod:`scanrnn.checkpoint`): every ``checkpoint_every`` steps, and
-        at the end of every epoch unless the previous save is still being
-        written (orbax writes in the background, about 0.1 s a checkpoint
-        for a small model on a CPU; the run does not wait for it between
-        epochs, and the last epoch is always saved), keeping the last
-        ``keep`` and the best by ``monitor``. A save is atomic (a
-        checkpoint is complete or absent), and ``fit`` returns once the
-        last save is on disk. A directory that already holds checkpoints
-        needs ``resume=True``.
+        (:mod:`scanrnn.checkpoint`): every ``checkpoint_every`` steps, at
+        the end of the last epoch, and at the end of every other epoch at
+        most once every ``checkpoint_interval`` seconds and not while the
+        previous save is still being written; keeping the last ``keep`` and
+        the best by ``monitor``. A save is atomic (a checkpoint is complete
+        or absent), and ``fit`` returns once the last save is on disk. A
+        directory that already holds checkpoints needs ``resume=True``.
+      checkpoint_interval: the least seconds between two end-of-epoch
+        saves (0: every epoch whose previous save is written). A save has a
+        fixed cost, much of it in orbax's background threads; with epochs
+        shorter than that, saving each one would cost more than the training
+        (measured in ``BENCHMARKS.md``), while with the default a killed
+        run loses at most that many seconds of epochs.
       resume: continue from the latest checkpoint in ``checkpoint_dir`` (a
         new run when there is none).
       verbose: print one line per epoch (losses, metrics, seconds), and a
@@ -930,6 +935,7 @@ def fit(
     keep = _checks.positive_int("keep", keep)
     if checkpoint_every is not None:
         checkpoint_every = _checks.positive_int("checkpoint_every", checkpoint_every)
+    checkpoint_interval = _checks.non_negative_number("checkpoint_interval", checkpoint_interval)
     if checkpoint_dir is None and (resume or checkpoint_every is not None):
         raise ValueError("resume and checkpoint_every need a checkpoint_dir")
     if checkpoint_dir is not None:
@@ -982,7 +988,8 @@ def fit(
         state = _run(
             model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints,
             epochs=epochs, batch_size=batch_size, num_batches=num_batches, monitor=monitor, mode=mode,
-            patience=patience, on_nonfinite=on_nonfinite, checkpoint_every=checkpoint_every, verbose=verbose,
+            patience=patience, on_nonfinite=on_nonfinite, checkpoint_every=checkpoint_every,
+            checkpoint_interval=checkpoint_interval, verbose=verbose,
         )
     finally:
         if checkpoints is not None:
@@ -993,7 +1000,7 @@ def fit(
 
 
 def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints, *, epochs, batch_size, num_batches,
-         monitor, mode, patience, on_nonfinite, checkpoint_every, verbose):
+         monitor, mode, patience, on_nonfinite, checkpoint_every, checkpoint_interval, verbose):
     """The loop of :func:`fit` from ``state`` on; returns the final state."""
     halt = on_nonfinite == "raise"
     step_fn = jax.jit(_guarded_step(_objective(model, loss), optimizer, "halt" if halt else "skip"))
@@ -1033,6 +1040,7 @@ def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints
     for _ in range(int(state.epoch)):  # the permutations of the epochs done
         rng.permutation(n)
     halted = jnp.asarray(False)
+    last_epoch_save = -math.inf
     while int(state.epoch) < epochs and not stopped_early(state):
         epoch = int(state.epoch) + 1
         start = time.perf_counter()
@@ -1075,9 +1083,12 @@ def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints
         if not halt and record["skipped_steps"][-1]:
             line += f"  skipped {record['skipped_steps'][-1]} non-finite steps"
         state = state._replace(history=record)
-        if checkpoints is not None:  # the last epoch's save always; the others unless one is being written
-            last = epoch == epochs or stopped_early(state)
-            checkpoints.save(state, scores, when_busy="wait" if last else "skip")
+        if checkpoints is not None:  # the last epoch's save always; the others at most every checkpoint_interval s
+            if epoch == epochs or stopped_early(state):
+                checkpoints.save(state, scores)
+            elif time.monotonic() - last_epoch_save >= checkpoint_interval:
+                if checkpoints.save(state, scores, when_busy="skip"):
+                    last_epoch_save = time.monotonic()
         if verbose:
             print(("\r" if bar else "") + line + f"  {seconds:.1f}s" + (" " * 20 if bar else ""), flush=True)
             if stopped_early(state):
