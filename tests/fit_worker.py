@@ -23,9 +23,9 @@ jax.config.update("jax_disable_most_optimizations", True)  # tiny programs: comp
 
 
 def announce(save):
-    def announced(self, state, metrics=None):
+    def announced(self, state, metrics=None, **options):
         print(f"save {int(state.step)}", flush=True)
-        return save(self, state, metrics)
+        return save(self, state, metrics, **options)
 
     return announced
 

@@ -30,10 +30,22 @@ TIMEOUT = 120  # seconds for any one process
 
 
 def start(tmp_path, checkpoints, out):
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), str(checkpoints), str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path,
-    )
+    """A worker whose stderr goes to a file of its own (``process.stderr_path``), for the failure message."""
+    stderr_path = tmp_path / f"stderr-{len(list(tmp_path.glob('stderr-*')))}.txt"
+    with open(stderr_path, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(WORKER), str(checkpoints), str(out)],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=tmp_path,
+        )
+    process.stderr_path = stderr_path
+    return process
+
+
+def ended_well(process) -> bool:
+    """Whether the worker exits with 0; its stderr's end in the failure message otherwise."""
+    code = process.wait(timeout=TIMEOUT)
+    assert code == 0, f"a worker exited with {code}:\n{process.stderr_path.read_text()[-3000:]}"
+    return True
 
 
 def stop(process):
@@ -97,7 +109,7 @@ def test_killed_and_resumed_runs_end_bit_identical(tmp_path):
                 assert int(checkpoint.load_state(tmp_path / "run", like()).step) == steps[-1]
         final = start(tmp_path, tmp_path / "run", tmp_path / "run.npz")
         processes.append(final)
-        assert final.wait(timeout=TIMEOUT) == 0 and reference.wait(timeout=TIMEOUT) == 0
+        assert ended_well(final) and ended_well(reference)
     finally:
         for process in processes:
             stop(process)
