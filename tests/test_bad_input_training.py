@@ -98,6 +98,8 @@ def fit_with(problem, **options):
         ({"restore_best": True}, ValueError, "patience, restore_best and monitor need a validation set (valid)"),
         ({"keep": 0}, ValueError, "keep must be a positive int, got 0"),
         ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be a positive int, got 0"),
+        ({"checkpoint_interval": -1.0}, ValueError, "checkpoint_interval must be a non-negative finite number, got -1.0"),
+        ({"checkpoint_interval": "5"}, InputTypeError, "checkpoint_interval must be a non-negative number, got '5'"),
         ({"checkpoint_every": 5}, ValueError, "resume and checkpoint_every need a checkpoint_dir"),
         ({"resume": True}, ValueError, "resume and checkpoint_every need a checkpoint_dir"),
         ({"metrics": [mse]}, InputTypeError, "metrics must be a dict of name -> function"),

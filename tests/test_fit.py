@@ -44,8 +44,12 @@ def regression():
     return model, Batch(x[:N], y[:N]), Batch(x[N:], y[N:])
 
 
+OPTIMIZER = optax.adam(optax.cosine_decay_schedule(2e-2, 40))
+
+
 def optimizer():
-    return optax.adam(optax.cosine_decay_schedule(2e-2, 40))
+    """One optimizer object for the module: fit reuses its compiled programs for the same model, loss and optimizer."""
+    return OPTIMIZER
 
 
 def assert_trees_equal(a, b):
@@ -344,3 +348,15 @@ def test_fit_trains_a_ctc_model_with_a_batch_objective(key):
     before = evaluate(None, objective, params, data)
     _, history = fit(None, params, optax.adam(3e-2), objective, data, data, epochs=8, batch_size=5)
     assert history["valid_loss"][-1] < 0.5 * before
+
+
+def test_a_second_fit_reuses_the_compiled_programs(problem):
+    """Continuing a run with the same model, loss and optimizer compiles nothing again."""
+    from scanrnn.train import _fit_programs
+
+    model, params, train, valid = problem
+    state, _ = fit(model, init_state(params, optimizer()), optimizer(), mse, train, valid, epochs=1, batch_size=4)
+    fit(model, state, optimizer(), mse, train, valid, epochs=2, batch_size=4)
+    step, evaluate_batch = _fit_programs(model, mse, optimizer(), (), "halt")
+    assert step._cache_size() == 2  # the full batches of 4 and the last one of 2
+    assert evaluate_batch._cache_size() == 1

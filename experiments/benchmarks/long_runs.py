@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.epochs, args.repeats = 4, 3, 1
+        args.steps, args.epochs, args.repeats = 4, 2, 1
     out = args.out or ("runs/benchmarks-long-runs-quick" if args.quick else "experiments/results/benchmarks-long-runs")
     os.makedirs(out, exist_ok=True)
 

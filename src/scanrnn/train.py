@@ -32,6 +32,7 @@ next (:func:`stream_batches`, :func:`batch_initial_carry`,
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -704,10 +705,38 @@ def _float(value) -> np.ndarray:
     return np.asarray(value, np.float64)
 
 
+def _cached(function):
+    """``function`` memoised on its (hashable) arguments; called uncached when one is not hashable.
+
+    :func:`fit` builds its compiled step and evaluation from the model, the
+    loss and the optimizer: with the same objects, a second ``fit`` (a run
+    continued from its state, say) reuses the compiled programs instead of
+    tracing and compiling them again. A few entries are kept.
+    """
+    cached = functools.lru_cache(maxsize=8)(function)
+
+    def call(*args):
+        try:
+            hash(args)
+        except TypeError:
+            return function(*args)
+        return cached(*args)
+
+    return call
+
+
+@_cached
 def _with_clipping(optimizer, clip_norm):
     if clip_norm is None:
         return optimizer
     return optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
+
+
+@_cached
+def _fit_programs(model, loss, optimizer, metrics: tuple, nonfinite: str):
+    """The jit-compiled train step and evaluation of :func:`fit` (``metrics``: sorted ``(name, fn)`` pairs)."""
+    step = jax.jit(_guarded_step(_objective(model, loss), optimizer, nonfinite))
+    return step, jax.jit(_eval_fn(model, loss, dict(metrics)))
 
 
 def init_state(
@@ -1003,8 +1032,7 @@ def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints
          monitor, mode, patience, on_nonfinite, checkpoint_every, checkpoint_interval, verbose):
     """The loop of :func:`fit` from ``state`` on; returns the final state."""
     halt = on_nonfinite == "raise"
-    step_fn = jax.jit(_guarded_step(_objective(model, loss), optimizer, "halt" if halt else "skip"))
-    eval_fn = jax.jit(_eval_fn(model, loss, metric_fns))
+    step_fn, eval_fn = _fit_programs(model, loss, optimizer, tuple(sorted(metric_fns.items())), "halt" if halt else "skip")
     bar = verbose and sys.stdout.isatty()
     history = {name: list(values) for name, values in state.history.items()}
     for name in ["train_loss", "seconds"] + (["skipped_steps"] if not halt else []):
