@@ -9,9 +9,7 @@ last one left to finish. After every kill the latest checkpoint must load;
 at the end the params must equal the uninterrupted run's, bit for bit.
 """
 
-import os
 import pathlib
-import signal
 import subprocess
 import sys
 import time

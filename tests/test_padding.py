@@ -68,8 +68,7 @@ def test_every_built_in_cell(name, options):
 
 
 @pytest.mark.parametrize("hoist", [False, True])
-@pytest.mark.parametrize("backward", ["hand", "autodiff"])
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("backward, reverse", [("hand", False), ("autodiff", True)])
 def test_lstm_every_path(hoist, backward, reverse):
     cell = sr.lstm(H)
     params = random_params(cell, I)

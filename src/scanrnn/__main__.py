@@ -136,7 +136,7 @@ def build_parser(prog: str = "scanrnn") -> argparse.ArgumentParser:
     )
     training.add_argument(
         "--seed", type=int, default=42,
-        help=f"seeds the data, the params, the data order and the dropout, in [0, 2**63 - 1] (default: 42)",
+        help="seeds the data, the params, the data order and the dropout, in [0, 2**63 - 1] (default: 42)",
     )
     run = train.add_argument_group("outputs, checkpoints and resuming")
     run.add_argument("--out", metavar="DIR", help="output directory (default: runs/TASK-CELL)")
@@ -364,21 +364,11 @@ def count_params(params) -> int:
 def write_json(path: str, record: dict) -> None:
     """Strict JSON (every non-finite number as ``null``), written to a temporary file and renamed over ``path``."""
     from scanrnn._run_checkpoints import _json_safe
-    from scanrnn.checkpoint import _create_temporary, _fsync_directory
+    from scanrnn.checkpoint import atomic_file
 
     text = json.dumps(_json_safe(record), indent=2, allow_nan=False) + "\n"
-    temporary, fd = _create_temporary(path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(os.path.dirname(path) or os.curdir)
+    with atomic_file(path, "w") as f:
+        f.write(text)
 
 
 def train_command(args: argparse.Namespace, prog: str) -> int:

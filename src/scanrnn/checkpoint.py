@@ -41,7 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
-from ._run_checkpoints import RunCheckpoints, checkpoint_steps, load_state  # noqa: F401 (re-exported)
+from ._run_checkpoints import RunCheckpoints, checkpoint_steps, load_state
+
+__all__ = ["RunCheckpoints", "atomic_file", "checkpoint_steps", "load_params", "load_state", "save_params"]
 
 
 def save_params(path, params) -> None:
@@ -104,18 +106,8 @@ def save_params(path, params) -> None:
         destination = os.path.realpath(destination)
         directory = os.path.dirname(destination)
     _remove_stale_temporaries(destination)
-    temporary, fd = _create_temporary(destination)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.savez(file, allow_pickle=False, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, destination)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
+    with atomic_file(destination) as file:
+        np.savez(file, allow_pickle=False, **arrays)
 
 
 def load_params(path, like):
@@ -323,6 +315,38 @@ def _listing(names: list, limit: int = 10) -> str:
 
 def _show(name: str) -> str:
     return repr(name) if name else "'' (the root)"
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode: str = "wb"):
+    """A file opened for writing whose contents replace ``path`` when the block ends without an error.
+
+    The file is a temporary one beside ``path`` (see :func:`save_params`);
+    at the end of the ``with`` block it is flushed, fsynced and renamed over
+    ``path``, so that a process killed at any moment leaves the old
+    complete file or the new one. On an error it is removed and ``path``
+    is left as it was. ``path`` is used as given (no suffix is added).
+
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as directory:
+    ...     with atomic_file(os.path.join(directory, "notes.txt"), "w") as f:
+    ...         _ = f.write("complete")
+    ...     open(os.path.join(directory, "notes.txt")).read(), len(os.listdir(directory))
+    ('complete', 1)
+    """
+    path = os.fspath(path)
+    temporary, fd = _create_temporary(path)
+    try:
+        with os.fdopen(fd, mode) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(os.path.dirname(path) or os.curdir)
 
 
 def _temporary_prefix(destination: str) -> str:

@@ -9,7 +9,6 @@ leaves the previous figure or the new one, never a broken file.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Optional
 
@@ -26,22 +25,12 @@ def _figure(width=7.0, height=4.5, ncols=1, nrows=1):
 
 def _save(fig, path: str) -> None:
     """``fig`` as PNG (or the format of ``path``'s suffix) at ``path``, through a temporary file and a rename."""
-    from .checkpoint import _create_temporary, _fsync_directory
+    from .checkpoint import atomic_file
 
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lstrip(".").lower()
-    temporary, fd = _create_temporary(path)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            fig.savefig(file, format=suffix or "png", dpi=100)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(os.path.dirname(path) or os.curdir)
+    with atomic_file(path) as file:
+        fig.savefig(file, format=suffix or "png", dpi=100)
 
 
 def plot_learning_curves(history: dict, path: str, *, title: Optional[str] = None, log: bool = True) -> None:
