@@ -383,6 +383,29 @@ def _guarded_step(objective: Callable, optimizer: optax.GradientTransformation, 
     return step
 
 
+def _step_checks(model: Layer, loss: Callable) -> Callable:
+    """``check(params, batch, key)``: a train step's host-side checks of one batch.
+
+    Its shapes and lengths (:func:`_check_batch`), at least one example (a
+    step on none would only advance the optimizer's count), the key, and
+    the targets through the loss's ``check_targets``, against the model's
+    output shape (traced once per input shape).
+    """
+    outputs = {}
+
+    def check(params, batch, key):
+        batch = _check_batch(batch)
+        if jnp.shape(batch.x)[0] == 0:
+            raise ValueError("the batch is empty (0 examples): a step on it would only advance the optimizer's count")
+        _checks.prng_key("key", key, allow_none=True)
+        signature = (jnp.shape(batch.x), jnp.result_type(batch.x), batch.length is None)
+        if signature not in outputs:
+            outputs[signature] = _output_struct(model, params, batch.x, batch.length)
+        _check_targets([loss], outputs[signature], batch)
+
+    return check
+
+
 def make_train_step(
     model: Layer, loss: Callable, optimizer: optax.GradientTransformation, *, skip_nonfinite: bool = False
 ) -> Callable:
@@ -415,17 +438,10 @@ def make_train_step(
         return params, opt_state, metrics
 
     jitted = jax.jit(compiled_step)
-    outputs = {}
+    check = _step_checks(model, loss)
 
     def step(params, opt_state, batch, key=None):
-        batch = _check_batch(batch)
-        if jnp.shape(batch.x)[0] == 0:
-            raise ValueError("the batch is empty (0 examples): a step on it would only advance the optimizer's count")
-        _checks.prng_key("key", key, allow_none=True)
-        signature = (jnp.shape(batch.x), jnp.result_type(batch.x), batch.length is None)
-        if signature not in outputs:
-            outputs[signature] = _output_struct(model, params, batch.x, batch.length)
-        _check_targets([loss], outputs[signature], batch)
+        check(params, batch, key)
         return jitted(params, opt_state, batch, key)
 
     step.jitted = jitted
@@ -501,17 +517,10 @@ def make_tbptt_step(model: Layer, loss: Callable, optimizer: optax.GradientTrans
         return params, opt_state, jax.lax.stop_gradient(final), metrics
 
     jitted = jax.jit(compiled_step)
-    outputs = {}
+    check = _step_checks(model, loss)
 
     def step(params, opt_state, carry, batch, key=None):
-        batch = _check_batch(batch)
-        if jnp.shape(batch.x)[0] == 0:
-            raise ValueError("the batch is empty (0 examples): a step on it would only advance the optimizer's count")
-        _checks.prng_key("key", key, allow_none=True)
-        signature = (jnp.shape(batch.x), jnp.result_type(batch.x), batch.length is None)
-        if signature not in outputs:
-            outputs[signature] = _output_struct(model, params, batch.x, batch.length)
-        _check_targets([loss], outputs[signature], batch)
+        check(params, batch, key)
         return jitted(params, opt_state, carry, batch, key)
 
     step.jitted = jitted
