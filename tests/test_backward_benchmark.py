@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "benchmarks" / "backward.py"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("standard_dtype_promotion")
 def test_grid_writes_both_passes_and_what_auto_picks(tmp_path, monkeypatch):
     module = load_script(SCRIPT, "benchmarks_backward")

@@ -63,6 +63,7 @@ def test_non_floating_param_dtype_refused(make, dtype, given):
         make(dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [pytest.param(m, id=n) for n, m in CELLS])
 def test_bfloat16_cells_init(make):
     key = jax.random.key(0)
@@ -94,6 +95,7 @@ def test_bfloat16_cells_run(make, tolerance):
     np.testing.assert_allclose(np.asarray(ys, np.float32), ys32, rtol=0.05, atol=tolerance)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, init", [pytest.param(m, i, id=n) for n, m, i in OTHERS])
 def test_bfloat16_layers_and_models_init(make, init):
     params = jax.jit(lambda k: init(make(BF16), k))(jax.random.key(0))

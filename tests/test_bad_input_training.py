@@ -136,6 +136,7 @@ def test_fit_arguments_of_the_wrong_kind(regression, arguments, error, message):
 # fit's data.
 
 
+@pytest.mark.slow
 def test_fit_data(regression, classifier, tagger):
     model, params, data = regression
     empty = Batch(data.x[:0], data.y[:0])

@@ -39,6 +39,7 @@ MODELS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("widths,activations,inputs,steps,features", MODELS)
 def test_simple_rnn_bptt_equals_jax_grad(widths, activations, inputs, steps, features):
     model = seed_model(widths, activations, features)
@@ -61,6 +62,7 @@ def test_simple_rnn_bptt_equals_jax_grad(widths, activations, inputs, steps, fea
     assert all(float(jnp.max(jnp.abs(g))) > 0 for g in nonzero)
 
 
+@pytest.mark.slow
 def test_simple_rnn_bptt_batches_under_vmap():
     """The mean of vmapped per-example gradients is the gradient of the batch's mean loss."""
     model = seed_model((3, 2), ("sigmoid", "sigmoid"))
@@ -95,6 +97,7 @@ LAYERS = [
 LAYER_CASES = [(*layer, 6, 4, 3) for layer in LAYERS] + [(*layer, 1, 3, 2) for layer in LAYERS[1:4:2]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,make,layer_bptt,steps,hidden,inputs", LAYER_CASES, ids=[f"{c[0]}-T{c[3]}" for c in LAYER_CASES]
 )
@@ -136,6 +139,7 @@ def test_layer_bptt_defaults_are_zero_carries():
     assert_trees_close(grads.params, reference)
 
 
+@pytest.mark.slow
 def test_errors_name_what_was_expected():
     model = seed_model((3, 2), ("sigmoid", "sigmoid"))
     params = model.init(jax.random.key(0), 1)

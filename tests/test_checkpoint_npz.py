@@ -183,6 +183,7 @@ def test_a_damaged_file_is_refused(tmp_path, params):
         load_params(tmp_path / "params", params)
 
 
+@pytest.mark.slow
 def test_an_npz_of_other_arrays_names_the_missing_and_the_unexpected(tmp_path, params):
     np.savez(tmp_path / "other.npz", x=np.zeros(3), **{"[0].w_ih": np.zeros((12, 2), np.float32)})
     with pytest.raises(
@@ -314,6 +315,7 @@ for line in sys.stdin:  # one trial a line: fork a child that saves version afte
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the savers are forked")
 def test_a_save_killed_at_any_moment_leaves_a_complete_file(tmp_path):
     """SIGKILL a process that saves version after version; the file is always one whole version.
@@ -380,6 +382,7 @@ def test_a_save_killed_at_any_moment_leaves_a_complete_file(tmp_path):
     assert_same(load_params(destination, version_params(0)), version_params(on_disk + 1))
 
 
+@pytest.mark.slow
 def test_docstring_examples():
     with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
         result = doctest.testmod(checkpoint, optionflags=doctest.NORMALIZE_WHITESPACE)

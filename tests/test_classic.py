@@ -116,6 +116,7 @@ def test_unroll_against_numpy(name, make, numpy_loop):
                  cell.step(params, cell.initial_carry(params), cell.project(params, xs[0])))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,make,numpy_loop", ONE_EACH, ids=["jordan", "elman", "narx"])
 def test_length_and_reverse(name, make, numpy_loop):
     cell = make()
@@ -163,6 +164,7 @@ def test_given_carries():
     assert_close(new_carry.outputs, np.stack([y, carry.outputs[0]]))
 
 
+@pytest.mark.slow
 def test_init_shapes_and_param_counts():
     def shapes(cell):  # traced only: nothing compiles
         return jax.eval_shape(lambda k: cell.init(k, 1), jax.random.key(0))
@@ -187,6 +189,7 @@ def test_init_shapes_and_param_counts():
     assert_zero(c)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,make,numpy_loop", ONE_EACH, ids=["jordan", "elman", "narx"])
 def test_grads(name, make, numpy_loop):
     cell = make()

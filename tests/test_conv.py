@@ -143,6 +143,7 @@ def test_grads():
     check_grads(jax.jit(masked), (params, xs), order=1, modes=("rev",), atol=1e-6, rtol=1e-6, eps=1e-6)
 
 
+@pytest.mark.slow
 def test_serial_with_recurrent_layers():
     """conv -> GRU -> dense (the seed's model) equals the three applied by hand; grads flow."""
     conv = causal_conv(4, 4, stride=2, padding="valid", param_dtype=F64)

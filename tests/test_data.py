@@ -95,6 +95,7 @@ def test_data_bad_input():
         data.many_to_one(np.arange(5))
 
 
+@pytest.mark.slow
 def test_params_round_trip(tmp_path, key):
     model = sr.serial(sr.bidirectional(sr.lstm(3)), sr.dense(2))
     params = model.init(key, 2)

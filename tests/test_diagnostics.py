@@ -88,6 +88,7 @@ def setup(name, options, seed=1):
     return cell, params, random_carry(cell, params, seed=seed + 1), normal((T, I), seed=seed + 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id,name,options", GRADIENT_CASES, ids=[c[0] for c in GRADIENT_CASES])
 def test_every_cell_matches_the_per_step_reference(case_id, name, options):
     cell, params, carry, xs = setup(name, options)
@@ -136,6 +137,7 @@ def test_user_cell_without_project_or_step():
     assert_close(grads, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_user_cell_with_derived_outputs_needs_output():
     cell = counting_cell(H)  # carry {"h", "n"}, output (h, [sum h, sum h^2])
     params = elman_params(1)
@@ -156,6 +158,7 @@ def test_user_cell_with_derived_outputs_needs_output():
     assert float(jnp.abs(grads["n"]).max()) > 0  # the counter reaches the loss through the final carry
 
 
+@pytest.mark.slow
 def test_many_to_one_model_last_step_is_the_direct_gradient():
     """The loss of ``serial(recurrent(cell, return_sequences=False), dense(1))``."""
     cell, dense = sr.lstm(H, param_dtype=F64), sr.dense(1, param_dtype=F64)
@@ -174,6 +177,7 @@ def test_many_to_one_model_last_step_is_the_direct_gradient():
     np.testing.assert_array_equal(np.asarray(grads.c[-1]), 0.0)
 
 
+@pytest.mark.slow
 def test_first_layer_of_a_deeper_model():
     """The rest of ``serial(recurrent(gru), recurrent(lstm), dense(1))`` as the loss of the first layer."""
     first, second = sr.gru(H, param_dtype=F64), sr.lstm(2, param_dtype=F64)
@@ -223,6 +227,7 @@ def test_float32_under_jit_agrees_with_float64():
     assert_close(grads, expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gradient_norms_of_whole_carry_and_of_one_field():
     grads = sr.LSTMCarry(h=normal((T, H), seed=0), c=normal((T, H), seed=1))
     h, c = np.asarray(grads.h), np.asarray(grads.c)

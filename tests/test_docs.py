@@ -41,6 +41,7 @@ def user_config():
         yield
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("user_config")
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
@@ -50,6 +51,7 @@ def test_docstring_examples(name):
     assert result.failed == 0
 
 
+@pytest.mark.slow
 def test_readme_example():
     """The README's example, in a fresh interpreter with JAX's default configuration."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
@@ -82,6 +84,7 @@ def test_readme_truncated_bptt_example():
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_readme_long_run_example(tmp_path):
     """The long-run example trains with checkpoints; run again, it resumes from them and gives the same params.
 

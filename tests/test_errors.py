@@ -247,6 +247,7 @@ def test_bidirectional_params_not_stacked(lstm):
         unroll_bidirectional(cell, params, xs_())
 
 
+@pytest.mark.slow
 def test_bidirectional_params_that_only_look_stacked():
     """simple_rnn(2) params lead with 2 on every leaf; unstacked, they must still be refused."""
     cell = scanrnn.simple_rnn(2)

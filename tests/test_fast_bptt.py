@@ -52,6 +52,7 @@ def assert_tree_close(actual, expected, rtol, atol):
 FORMS = [c for c in CASES if c[0] not in ("simple_rnn-sigmoid", "layer_norm_rnn-sigmoid", "layer_norm_rnn-relu")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id,name,options", FORMS, ids=[c[0] for c in FORMS])
 def test_matches_autodiff_float64(case_id, name, options):
     """Every built-in cell, with and without length, forwards and reversed: 1e-10."""
@@ -72,6 +73,7 @@ def test_matches_autodiff_float64(case_id, name, options):
         assert_tree_close(hand(params, xs, carry, length), autodiff(params, xs, carry, length), 1e-10, 1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,options", [("lstm", {}), ("gru", {}), ("simple_rnn", {})])
 def test_matches_autodiff_float32(name, options):
     cell, params, carry = setup(name, options, dtype=jnp.float32)
@@ -82,6 +84,7 @@ def test_matches_autodiff_float32(name, options):
         assert_tree_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", ["step", "sqrt"])
 @pytest.mark.parametrize("backward", ["hand", "autodiff"])
 def test_remat_gives_identical_gradients(remat, backward):
@@ -96,6 +99,7 @@ def test_remat_gives_identical_gradients(remat, backward):
         assert_tree_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_remat_on_a_user_cell():
     """A cell without project/step takes checkpointed autodiff."""
     from helpers import elman
@@ -135,6 +139,7 @@ def test_batched_bidirectional_and_stacked_layers():
     assert_tree_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_reverse_mode_against_finite_differences():
     cell, params, carry = setup("layer_norm_lstm", {})
     xs = normal((5, I), seed=3)
@@ -200,6 +205,7 @@ def test_higher_order_and_forward_mode_need_autodiff():
     jax.jvp(lambda p: loss(cell, p, xs, carry, None, backward="autodiff"), (params,), (params,))
 
 
+@pytest.mark.slow
 def test_auto_takes_the_hand_written_pass_where_it_pays(monkeypatch):
     """``backward="auto"``: autodiff on a CPU, the hand-written pass on accelerators (``hand_written_default``)."""
     xs = normal((T, I), seed=3, dtype=jnp.float32)

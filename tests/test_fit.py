@@ -98,6 +98,7 @@ def test_two_fits_handing_the_state_over_equal_one_fit(problem, six_epochs):
     assert_trees_equal(again.params, state.params)
 
 
+@pytest.mark.slow
 def test_params_in_params_out_and_the_order_of_every_epoch(problem):
     """A plain call returns params; the batches follow epoch_order, checked with SGD by hand."""
     model, params, train, _ = problem
@@ -131,6 +132,7 @@ def test_a_state_must_fit_the_optimizer_and_the_data(problem):
 # Checkpoints.
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoints_equals_one_run(problem, six_epochs, tmp_path):
     model, params, train, valid = problem
     options = dict(epochs=3, batch_size=4, seed=5, key=jax.random.key(9), clip_norm=1.0, checkpoint_dir=tmp_path)
@@ -208,6 +210,7 @@ def nan_data(train, example=6):
     return Batch(x, train.y)
 
 
+@pytest.mark.slow
 def test_nan_in_the_data_stops_at_its_step(problem, tmp_path):
     model, params, train, valid = problem
     bad = nan_data(train)
@@ -234,6 +237,7 @@ def test_nan_in_the_data_stops_at_its_step(problem, tmp_path):
     assert_trees_equal(saved.params, error.state.params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lr, what", [(float("nan"), "update"), (1e12, None)])
 def test_a_diverging_learning_rate_stops_the_run(problem, lr, what):
     model, params, train, _ = problem
@@ -246,6 +250,7 @@ def test_a_diverging_learning_rate_stops_the_run(problem, lr, what):
         assert np.all(np.isfinite(np.asarray(leaf)))
 
 
+@pytest.mark.slow
 def test_skipping_nonfinite_steps_equals_a_loop_of_the_guarded_step(problem):
     model, params, train, valid = problem
     bad = nan_data(train)
@@ -286,6 +291,7 @@ def classification():
     return model, Batch(x[:20], y[:20]), Batch(x[20:], y[20:])
 
 
+@pytest.mark.slow
 def test_classifiers_report_accuracy(key):
     model, train, valid = classification()
     params = model.init(key, 2)
@@ -332,6 +338,7 @@ def test_fit_trains_an_encoder_decoder_with_a_batch_objective(key):
     assert evaluate(None, objective, trained, data) == pytest.approx(history["valid_loss"][-1], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_fit_trains_a_ctc_model_with_a_batch_objective(key):
     model = sr.serial(sr.bidirectional(sr.gru(5)), sr.dense(4))
     params = model.init(key, 3)

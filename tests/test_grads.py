@@ -34,6 +34,7 @@ def setup(name, options):
     return cell, params, random_carry(cell, params, seed=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id,name,options", CASES, ids=CASE_IDS)
 def test_apply_grads(case_id, name, options):
     """First and second derivatives (reverse over reverse) of one step in params, carry and x.
@@ -45,6 +46,7 @@ def test_apply_grads(case_id, name, options):
     check_grads(cell.apply, (params, carry, x), order=2, modes=("rev",), **TOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id,name,options", FACTORY_CASES, ids=FACTORY_IDS)
 def test_unroll_grads_with_length_and_reverse(case_id, name, options):
     cell, params, carry = setup(name, options)
@@ -59,6 +61,7 @@ def test_unroll_grads_with_length_and_reverse(case_id, name, options):
     check_grads(jax.jit(partial(f, backward="autodiff")), (params, carry, xs), order=1, modes=("fwd",), **TOL)
 
 
+@pytest.mark.slow
 def test_unroll_second_order_grads():
     cell, params, carry = setup("lstm", {"peephole": True})
     xs = normal((T, I), seed=3)
@@ -71,6 +74,7 @@ def test_unroll_second_order_grads():
     check_grads(jax.jit(f), (params, xs), order=2, modes=("rev",), **TOL)
 
 
+@pytest.mark.slow
 def test_bidirectional_grads():
     cell = scanrnn.gru(H, reset_after=False, param_dtype=F64)
     params = jax.tree.map(lambda a, b: jnp.stack([a, b]), random_params(cell, I, seed=1), random_params(cell, I, seed=2))
@@ -84,6 +88,7 @@ def test_bidirectional_grads():
     check_grads(jax.jit(f), (params, xs), order=1, modes=("fwd", "rev"), **TOL)
 
 
+@pytest.mark.slow
 def test_user_cell_grads():
     cell = elman(H)
     params = cell.init(jax.random.key(0), I)

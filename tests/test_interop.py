@@ -139,6 +139,7 @@ def test_matches_torch(kind, num_layers, bidirectional, batch_first, use_lengths
     assert_matches(ours, torch_forward(module, x, hx, lengths))
 
 
+@pytest.mark.slow
 def test_three_layers_bidirectional_with_lengths_and_hx():
     module = make_module("gru", num_layers=3, bidirectional=True, batch_first=True)
     model, params = from_torch(module)
@@ -148,6 +149,7 @@ def test_three_layers_bidirectional_with_lengths_and_hx():
     assert_matches(ours, torch_forward(module, x, hx, LENGTHS))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "rnn_relu"])
 def test_unbatched(kind):
     module = make_module(kind, num_layers=2, bidirectional=True)
@@ -188,6 +190,7 @@ def test_bias_false(kind):
     assert_matches(run(model.apply, params, x), torch_forward(module, x))
 
 
+@pytest.mark.slow
 def test_float64_module():
     module = make_module("lstm", num_layers=2, bidirectional=True).double()
     model, params = from_torch(module)
@@ -217,6 +220,7 @@ def test_params_layout():
     assert isinstance(rnn_params[0], scanrnn.RNNParams)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_gradients_match_torch_autograd(kind):
     module = make_module(kind, num_layers=2, bidirectional=True, batch_first=True)
@@ -254,6 +258,7 @@ def test_gradients_match_torch_autograd(kind):
     assert np.abs(g["weight_hh_l0"]).max() > 1e-3  # the comparison is not vacuous
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,bidirectional", [("lstm", True), ("gru", False)])
 def test_params_reuse_in_serial(kind, bidirectional):
     module = make_module(kind, num_layers=2, bidirectional=bidirectional, batch_first=True)
@@ -322,6 +327,7 @@ def test_bad_inputs_raise():
         model.apply(params[:1], x)
 
 
+@pytest.mark.slow
 def test_importing_does_not_import_torch_or_matplotlib():
     code = (
         "import scanrnn, scanrnn.interop, sys; "

@@ -87,6 +87,7 @@ def test_recurrent_return_sequences():
 MERGES = {"concat": lambda a, b: np.concatenate([a, b], -1), "sum": np.add, "mean": lambda a, b: (a + b) / 2, "mul": np.multiply}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("merge", sorted(MERGES))
 @pytest.mark.parametrize("length", [None, 4])
 def test_bidirectional_matches_two_unrolls(merge, length):
@@ -109,6 +110,7 @@ def test_bidirectional_matches_two_unrolls(merge, length):
     assert_close(y, combine(np.asarray(ys_f[n - 1]), np.asarray(ys_b[0])))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend, default_scans", [("cpu", 2), ("gpu", 1)])
 def test_bidirectional_runs_one_scan_or_two_and_init_stacks(backend, default_scans, monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: backend)  # what one_scan=None reads
@@ -236,6 +238,7 @@ def test_seed_models_have_the_keras_parameter_counts():
     assert _count(serial(recurrent(gru(20)), recurrent(gru(20)), dense(10)), 1) == 1380 + 2520 + 210
 
 
+@pytest.mark.slow
 def test_many_to_one_seed_against_hand_composition():
     model = serial(
         recurrent(scanrnn.simple_rnn(6, "sigmoid", param_dtype=F64)),
@@ -255,6 +258,7 @@ def test_many_to_one_seed_against_hand_composition():
     assert_close(model.apply(params, xs, length=3), by_hand(np.asarray(xs), 3))
 
 
+@pytest.mark.slow
 def test_serial_init_threads_sizes_and_length():
     model = serial(recurrent(scanrnn.simple_rnn(H)), dense(2))
     params = model.init(jax.random.key(0), I)
@@ -274,6 +278,7 @@ def test_serial_init_threads_sizes_and_length():
 # User-written cells in layers.
 
 
+@pytest.mark.slow
 def test_user_cell_in_layers_vmap_jit_grad():
     cell = elman(H)
     model = serial(recurrent(cell), bidirectional(cell, "sum", return_sequences=False), dense(2, param_dtype=F64))
@@ -306,6 +311,7 @@ def test_user_cell_in_layers_vmap_jit_grad():
     assert np.all(np.asarray(g_xs[0, :3]) != 0) and np.all(np.asarray(g_xs[1]) != 0)
 
 
+@pytest.mark.slow
 def test_user_cell_with_tuple_output_in_layers():
     cell = counting_cell(H)
     params = cell.init(jax.random.key(0), I)

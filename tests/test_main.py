@@ -164,6 +164,7 @@ def installed_command():
     return None
 
 
+@pytest.mark.slow
 def test_each_entry_point_names_itself(tmp_path):
     """``python -m scanrnn`` says so; the installed ``scanrnn`` command says ``scanrnn``."""
     children = {"python -m scanrnn": [sys.executable, "-m", "scanrnn"]}
@@ -264,6 +265,7 @@ def test_resume_with_other_flags_is_refused(tmp_path, capsys):
     assert code == 2 and "holds checkpoints but no metrics.json, which records the flags of its run" in error
 
 
+@pytest.mark.slow
 def test_a_nan_learning_rate_stops_at_the_first_step(tmp_path, capsys):
     """``--lr nan`` passes the flag checks and is stopped by fit's divergence guard: status 1, one line."""
     out = tmp_path / "run"
@@ -278,6 +280,7 @@ def test_a_nan_learning_rate_stops_at_the_first_step(tmp_path, capsys):
     assert not (out / "params.npz").exists()
 
 
+@pytest.mark.slow
 def test_the_sine_task_with_a_bidirectional_peephole_lstm_and_dropout(tmp_path, capsys, monkeypatch):
     import jax
 
@@ -372,6 +375,7 @@ class Child:
         self.process.stdout.close()
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_its_second_epoch_resumes_to_the_same_params(tmp_path):
     """SIGKILL at a seeded random moment after the second epoch's first checkpoint, then --resume.
 

@@ -110,6 +110,7 @@ def test_apply_is_step_of_project(name, factory, gates):
     assert not np.allclose(cell.project(params, x), cell.project(params, x + 1.0))
 
 
+@pytest.mark.slow
 def test_g_and_log_g():
     v = jnp.array([-30.0, -2.0, -1e-3, 0.0, 1e-3, 2.0, 30.0], jnp.float64)
     np.testing.assert_allclose(g(v), _g(np.asarray(v)), rtol=1e-15)
@@ -127,6 +128,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("name,factory,gates", CELLS, ids=CELL_IDS)
 def test_modes_match_numpy_and_each_other(name, factory, gates, dtype):
@@ -172,6 +174,7 @@ def test_modes_match_numpy_and_each_other(name, factory, gates, dtype):
             np.testing.assert_array_equal(np.asarray(got[0].h[0]), np.asarray(carries.h[0]))
 
 
+@pytest.mark.slow
 def test_parallel_is_stable_on_long_sequences():
     """float32, 300 steps, saturated gates (where the log of a rounded sigmoid would be -inf):
     both cells stay finite and equal the float64 NumPy loop."""
@@ -211,6 +214,7 @@ def test_parallel_on_zero_steps():
 # Gradients.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,factory,gates", CELLS, ids=CELL_IDS)
 def test_parallel_gradients_equal_sequential(name, factory, gates):
     """d(loss)/d(params, carries, xs) of both modes, float64, reversed, lengths 0, partial and full."""
@@ -237,6 +241,7 @@ def test_parallel_gradients_equal_sequential(name, factory, gates):
     np.testing.assert_allclose(got[1].h[0], np.cos(carries.h[0]), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_parallel_check_grads():
     """Finite differences in float64 through the log-space scan of both cells, with a length, reversed."""
     cells = [factory(H, param_dtype=jnp.float64) for _, factory, _ in CELLS]
@@ -250,6 +255,7 @@ def test_parallel_check_grads():
     check_grads(jax.jit(f), (params, carry, xs), order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_in_serial_and_bidirectional_layers():
     """serial(recurrent(min_gru), bidirectional(min_lstm), dense), many-to-one over a padded batch:
     the parallel-mode model equals the sequential-mode model."""

@@ -39,6 +39,7 @@ def loss(cell, params, xs, backward):
     return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(final))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CELLS))
 def test_bfloat16_products_float32_everything_else(name):
     cell, params = setup(name, BF16)
@@ -69,6 +70,7 @@ def test_bfloat16_products_float32_everything_else(name):
     np.testing.assert_allclose(ys, jnp.stack(loop), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lstm-peephole", "layer_norm_lstm", "narx", "min_gru-parallel"])
 def test_bfloat16_gradients_hand_written_and_autodiff(name):
     cell, params = setup(name, BF16)

@@ -111,6 +111,7 @@ def test_user_written_cell():
     assert_same_gradients(lambda p, xs: sr.unroll(cell, p, xs, length=LENGTH), params, padded)
 
 
+@pytest.mark.slow
 def test_regularised_unroll():
     cell = sr.lstm(H)
     params = random_params(cell, I)
@@ -124,6 +125,7 @@ def test_regularised_unroll():
     assert_same_gradients(fn, params, padded)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("one_scan", [False, True])
 def test_bidirectional_layer(one_scan):
     layer = sr.bidirectional(sr.gru(H), one_scan=one_scan)
@@ -131,6 +133,7 @@ def test_bidirectional_layer(one_scan):
     assert_same_gradients(lambda p, xs: layer.apply(p, xs, LENGTH), params, padded)
 
 
+@pytest.mark.slow
 def test_stacked_model_with_dense_and_conv():
     model = sr.serial(
         sr.causal_conv(3, 2), sr.recurrent(sr.lstm(H)), sr.dense(2), sr.recurrent(sr.simple_rnn(H), return_sequences=False)
@@ -139,6 +142,7 @@ def test_stacked_model_with_dense_and_conv():
     assert_same_gradients(lambda p, xs: model.apply(p, xs, LENGTH), params, padded)
 
 
+@pytest.mark.slow
 def test_batched_loss_with_nan_targets():
     """A batch padded with NaN in both the inputs and the sequence targets, as ``fit`` trains it."""
     model = sr.serial(sr.recurrent(sr.gru(H)), sr.dense(2))

@@ -97,6 +97,7 @@ GRADIENT_CASES = ("lstm-peephole",)
 BACKWARD = {"lstm-peephole": "hand"}  # the hand-written pass at any hidden size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id,factory,recurrent,output_is_state", [c for c in CELLS if c[0] in REFERENCE_CASES],
                          ids=REFERENCE_CASES)
 def test_matches_reference_loop(case_id, factory, recurrent, output_is_state):
@@ -125,6 +126,7 @@ def test_matches_reference_loop(case_id, factory, recurrent, output_is_state):
         assert_close(*both(params, xs, carry), rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.slow
 def test_user_cell_dropout_and_zoneout():
     """A cell with only ``apply`` takes dropout and zoneout (of its carry; its output unchanged)."""
     cell = user_elman(H)
@@ -183,6 +185,7 @@ def test_recurrent_mask_is_the_same_at_every_step():
     assert not np.allclose(np.asarray(other[1]), np.asarray(whole[1]))
 
 
+@pytest.mark.slow
 def test_fast_backward_matches_autodiff_with_masks():
     """The hand-written backward pass equals autodiff with all three masks, 1e-10 in float64.
 
@@ -214,6 +217,7 @@ def test_fast_backward_matches_autodiff_with_masks():
     assert_close(auto, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_batch_and_bidirectional_keys():
     """``unroll_batch`` gives example b the key split(key, B)[b]; ``unroll_bidirectional``
     gives the directions split(key)[0] and split(key)[1], the backward one reversed."""

@@ -170,6 +170,7 @@ def compiled(kind):
     return {name: jax.jit(getattr(model, name)) for name in ("encode", "step", "apply", "loss")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, bridge", [("none", False), ("additive", True)])
 def test_teacher_forced_scan_equals_python_loop_of_step(kind, bridge):
     model, params = make_model(kind, bridge)
@@ -210,6 +211,7 @@ def test_teacher_forced_scan_equals_python_loop_of_step(kind, bridge):
         np.testing.assert_array_equal(carry.cell.c, 0.0)
 
 
+@pytest.mark.slow
 def test_decoder_step_matches_numpy():
     """One attentive step from the module's equations: input feeding, LSTM, attention, W_c, W_o."""
     model, params = make_model("additive")
@@ -248,12 +250,14 @@ def test_loss_is_masked_cross_entropy_and_padding_changes_nothing():
     assert abs(float(fn["loss"](params, SRC, 3, TGT, 3) - base)) > 1e-6
 
 
+@pytest.mark.slow
 def test_loss_gradients():
     _, params = make_model("additive")
     loss = lambda p: compiled("additive")["loss"](p, SRC, 3, TGT, 3)  # noqa: E731
     check_grads(loss, (params,), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_model_decoding_greedy_equals_beam_one_and_teacher_forcing():
     model, params = make_model("additive")
     fn = compiled("additive")
@@ -338,6 +342,7 @@ def toy_search(kind, max_length, end, alpha=0.0, width=1):
                                          max_length=max_length, alpha=alpha, pad_token=-1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vocab, max_length, alpha, seed", [(4, 3, 0.6, 1)])
 def test_full_width_beam_search_is_exhaustive_search(vocab, max_length, alpha, seed):
     end = vocab - 1
@@ -403,6 +408,7 @@ def test_search_stops_early_and_pads():
         assert np.all(np.asarray(beam.tokens[k, int(beam.lengths[k]):]) == 7)
 
 
+@pytest.mark.slow
 def test_search_under_vmap_equals_one_at_a_time():
     (_, log_table), _ = toy(4, 3)
     states = jnp.array([0, 5, 17], jnp.int32)

@@ -74,6 +74,7 @@ def test_recurrent_carry_gives_the_loops_final_carry(length):
     assert_close(seq.initial_carry(params), cell.initial_carry(params))
 
 
+@pytest.mark.slow
 def test_bidirectional_carry_has_a_direction_axis():
     length = 4
     cell = scanrnn.lstm(H, param_dtype=F64)
@@ -118,6 +119,7 @@ def chain_model():
     )
 
 
+@pytest.mark.slow
 def test_serial_carry_is_a_tuple_of_the_layers_carries():
     model = chain_model()
     params = random_params(model, I)
@@ -206,6 +208,7 @@ def test_learned_initial_carry_starts_at_zeros_and_is_used():
     assert jax.tree.map(jnp.shape, bi_params.initial_carry) == LSTMCarry((2, H), (2, H))
 
 
+@pytest.mark.slow
 def test_learned_initial_carry_gradient():
     cell = scanrnn.gru(H, param_dtype=F64)
     layer = recurrent(cell, learn_initial_carry=True, backward="hand")
@@ -385,6 +388,7 @@ def tbptt_model():
     return serial(recurrent(scanrnn.lstm(H, param_dtype=F64), learn_initial_carry=True), dense(1, param_dtype=F64))
 
 
+@pytest.mark.slow
 def test_tbptt_chunks_forward_like_one_pass_and_gradients_truncated():
     """Truncated BPTT through make_tbptt_step against one pass over the whole streams."""
     B, K, C = 2, 4, 3  # streams, steps per chunk, chunks
@@ -436,6 +440,7 @@ def test_tbptt_chunks_forward_like_one_pass_and_gradients_truncated():
     assert_close(carry, reference(params, C)[1], rtol=1e-9)  # after the whole streams
 
 
+@pytest.mark.slow
 def test_train_step_and_fit_split_the_key_per_example():
     model = serial(dropout(0.5), dense(1, param_dtype=F64))
     params = random_params(model, I)
@@ -468,6 +473,7 @@ def test_train_step_and_fit_split_the_key_per_example():
         batch_initial_carry(Layer(model.init, model.apply), params, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("standard_dtype_promotion")
 def test_tbptt_lowers_the_loss_on_a_periodic_stream():
     model = serial(recurrent(scanrnn.lstm(8)), dense(1))
@@ -492,6 +498,7 @@ def test_tbptt_lowers_the_loss_on_a_periodic_stream():
 RATES = {"dropout": 0.2, "recurrent_dropout": 0.3, "zoneout": LSTMCarry(h=0.1, c=0.4)}
 
 
+@pytest.mark.slow
 def test_recurrent_rates_are_unrolls_with_the_layers_key():
     cell = scanrnn.lstm(H, param_dtype=F64)
     params = random_params(cell, I)
@@ -524,6 +531,7 @@ def test_recurrent_rates_are_unrolls_with_the_layers_key():
     assert_close(model_ys, dense(2).apply(dense_params, hidden, 4))
 
 
+@pytest.mark.slow
 def test_bidirectional_rates_are_unroll_bidirectional_with_the_key():
     cell = scanrnn.gru(H, param_dtype=F64)
     params = stacked(random_params(cell, I, seed=1), random_params(cell, I, seed=2))

@@ -159,6 +159,7 @@ def greedy_by_loop(model, params, prime_ids, length):
     return ids[len(prime_ids):]
 
 
+@pytest.mark.slow
 def test_sampling_at_a_low_temperature_is_greedy_decoding(char_model):
     model, params = char_model
     prime = [1, 5, 2, 3]
@@ -182,6 +183,7 @@ def test_sampling_is_reproducible_and_depends_on_the_key(char_model):
     assert "a" + sample("ebc", 0, start="a") == a
 
 
+@pytest.mark.slow
 def test_sampled_first_character_follows_the_tempered_softmax(char_model):
     model, params = char_model
     prime, temperature, n = jnp.array([2, 4], jnp.int32), 1.7, 2000
@@ -194,6 +196,7 @@ def test_sampled_first_character_follows_the_tempered_softmax(char_model):
     assert np.max(np.abs(freq - p)) < 4 * np.sqrt(0.25 / n)  # 4 standard deviations at worst
 
 
+@pytest.mark.slow
 def test_stream_bits_per_char_equals_one_stateless_pass_per_stream(char_model):
     model, params = char_model
     batch_size = 2

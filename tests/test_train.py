@@ -61,6 +61,7 @@ def test_last_step_mse_against_numpy():
     np.testing.assert_allclose(last_step_mse(pred, target, length=3), np.mean((pred[2] - target[2]) ** 2), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_softmax_cross_entropy_against_numpy():
     rng = np.random.default_rng(3)
     logits = rng.normal(size=(6, 4))
@@ -85,6 +86,7 @@ def test_losses_reject_bad_shapes():
         mse(jnp.zeros((3, 2)), jnp.zeros((3, 2)), length=4)
 
 
+@pytest.mark.slow
 def test_batch_loss_is_mean_of_per_example_losses(key):
     model = small_model()
     params = model.init(key, 2)
@@ -103,6 +105,7 @@ def test_batch_loss_is_mean_of_per_example_losses(key):
 # The train step.
 
 
+@pytest.mark.slow
 @standard_promotion
 def test_train_step_equals_update_by_hand(key):
     model = small_model()
@@ -126,6 +129,7 @@ def test_train_step_equals_update_by_hand(key):
     assert step.jitted._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_fit_batch_size_one_is_per_example_sgd(key):
     """The first seed's training: SGD on one example at a time, in a shuffled order."""
     model = small_model()
@@ -162,6 +166,7 @@ def test_fit_is_reproducible_and_records_history(key):
     np.testing.assert_allclose(h1["valid_loss"][-1], evaluate(model, mse, p1, valid), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_fit_clips_gradients_by_global_norm(key):
     model = small_model()
     params = model.init(key, 2)
@@ -181,6 +186,7 @@ def test_fit_rejects_bad_batches(key):
         fit(model, params, optax.sgd(0.1), mse, Batch(np.zeros((4, 3, 2)), np.zeros((3, 1))), epochs=1)
 
 
+@pytest.mark.slow
 def test_predict_matches_apply(key):
     model = small_model()
     params = model.init(key, 2)

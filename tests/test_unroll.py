@@ -76,6 +76,7 @@ def test_unroll_option_does_not_change_results():
     assert_zero(ys[4:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id,name,options", FACTORY_CASES[:3], ids=FACTORY_IDS[:3])
 def test_jit_matches_eager(case_id, name, options):
     cell, params = setup(name, options)
@@ -102,6 +103,7 @@ def test_float32_unroll_matches_float64_reference():
 # Batches.
 
 
+@pytest.mark.slow
 def test_vmap_and_unroll_batch_match_loop_over_examples():
     cell, params = setup("lstm", {"peephole": True})
     B = 3
@@ -240,6 +242,7 @@ def test_input_projection_inside_the_loop(backward):
     assert hoist_default() is (jax.default_backend() != "cpu")
 
 
+@pytest.mark.slow
 def test_user_cell_takes_generic_path_and_matches_loop():
     cell = elman(H)
     assert cell.project is None and cell.step is None
@@ -298,6 +301,7 @@ def test_user_cell_with_pytree_carry_and_output():
 # unroll_bidirectional.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("one_scan", [True, False])
 @pytest.mark.parametrize("length", [None, 4])
 def test_unroll_bidirectional_matches_two_unrolls(length, one_scan):
