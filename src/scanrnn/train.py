@@ -51,6 +51,26 @@ from .unroll import check_length, check_lengths, mask_padding, valid_steps
 Array = jax.Array
 
 
+def _cached(function):
+    """``function`` memoised on its (hashable) arguments; called uncached when one is not hashable.
+
+    :func:`fit` builds its compiled step and evaluation from the model, the
+    loss and the optimizer: with the same objects, a second ``fit`` (a run
+    continued from its state, say) reuses the compiled programs instead of
+    tracing and compiling them again. A few entries are kept.
+    """
+    cached = functools.lru_cache(maxsize=8)(function)
+
+    def call(*args):
+        try:
+            hash(args)
+        except TypeError:
+            return function(*args)
+        return cached(*args)
+
+    return call
+
+
 class Batch(NamedTuple):
     """A batch of examples, the batch axis first."""
 
@@ -599,6 +619,12 @@ def _eval_fn(model: Optional[Layer], loss: Callable, metrics: Mapping[str, Calla
     return evaluate_batch
 
 
+@_cached
+def _eval_program(model, loss, metrics: tuple):
+    """:func:`_eval_fn` jit-compiled, once for the same model, loss and metrics (sorted ``(name, fn)`` pairs)."""
+    return jax.jit(_eval_fn(model, loss, dict(metrics)))
+
+
 def make_eval_step(model: Optional[Layer], loss: Callable) -> Callable:
     """A jit-compiled ``(params, batch) -> mean loss`` (``model=None``: ``loss(params, batch, None)``)."""
     evaluate_batch = _eval_fn(model, loss, {})
@@ -651,7 +677,7 @@ def evaluate(
     _check_data_targets(model, params, data, [loss, *metric_fns.values()])
     if metrics is None and eval_step is not None:
         return _mean_over(lambda p, b: {"loss": eval_step(p, b)}, params, data, n, batch_size)["loss"]
-    means = _mean_over(jax.jit(_eval_fn(model, loss, metric_fns)), params, data, n, batch_size)
+    means = _mean_over(_eval_program(model, loss, tuple(sorted(metric_fns.items()))), params, data, n, batch_size)
     return means["loss"] if metrics is None else means
 
 
@@ -714,26 +740,6 @@ def _float(value) -> np.ndarray:
     return np.asarray(value, np.float64)
 
 
-def _cached(function):
-    """``function`` memoised on its (hashable) arguments; called uncached when one is not hashable.
-
-    :func:`fit` builds its compiled step and evaluation from the model, the
-    loss and the optimizer: with the same objects, a second ``fit`` (a run
-    continued from its state, say) reuses the compiled programs instead of
-    tracing and compiling them again. A few entries are kept.
-    """
-    cached = functools.lru_cache(maxsize=8)(function)
-
-    def call(*args):
-        try:
-            hash(args)
-        except TypeError:
-            return function(*args)
-        return cached(*args)
-
-    return call
-
-
 @_cached
 def _with_clipping(optimizer, clip_norm):
     if clip_norm is None:
@@ -745,7 +751,7 @@ def _with_clipping(optimizer, clip_norm):
 def _fit_programs(model, loss, optimizer, metrics: tuple, nonfinite: str):
     """The jit-compiled train step and evaluation of :func:`fit` (``metrics``: sorted ``(name, fn)`` pairs)."""
     step = jax.jit(_guarded_step(_objective(model, loss), optimizer, nonfinite))
-    return step, jax.jit(_eval_fn(model, loss, dict(metrics)))
+    return step, _eval_program(model, loss, metrics)
 
 
 def init_state(
