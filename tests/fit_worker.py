@@ -35,7 +35,11 @@ def main(checkpoint_dir, out):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(56, 6, 2)).astype(np.float32)
     y = (x[:, -1, :1] - x[:, 0, 1:]).astype(np.float32)
-    model = sr.serial(sr.recurrent(sr.gru(8), dropout=0.1), sr.recurrent(sr.gru(4), return_sequences=False), sr.dense(1))
+    model = sr.serial(
+        sr.recurrent(sr.gru(8), regularization=sr.Regularization(dropout=0.1)),
+        sr.recurrent(sr.gru(4), return_sequences=False),
+        sr.dense(1),
+    )
     params = model.init(jax.random.key(0), 2)
     params, _ = fit(
         model, params, optax.adam(optax.cosine_decay_schedule(1e-2, 56)), mse, Batch(x[:48], y[:48]), Batch(x[48:], y[48:]),

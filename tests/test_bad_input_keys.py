@@ -51,13 +51,14 @@ INITS = [
 
 DENSE_PARAMS = sr.DenseParams(jnp.ones((2, I), F32), jnp.ones(2, F32))
 CONV_PARAMS = sr.ConvParams(jnp.ones((2, I, 2), F32), jnp.ones(2, F32))
+DROPOUT = sr.Regularization(dropout=0.5)
 APPLIES = [
-    ("unroll", lambda k: sr.unroll(TRIPWIRE, ONE, XS, dropout=0.5, key=k)),
-    ("unroll_batch", lambda k: sr.unroll_batch(TRIPWIRE, ONE, XS[None], dropout=0.5, key=k)),
-    ("unroll_bidirectional", lambda k: sr.unroll_bidirectional(TRIPWIRE, TWO, XS, dropout=0.5, key=k)),
-    ("recurrent", lambda k: sr.recurrent(TRIPWIRE, dropout=0.5).apply(ONE, XS, key=k)),
+    ("unroll", lambda k: sr.unroll(TRIPWIRE, ONE, XS, regularization=DROPOUT, key=k)),
+    ("unroll_batch", lambda k: sr.unroll_batch(TRIPWIRE, ONE, XS[None], regularization=DROPOUT, key=k)),
+    ("unroll_bidirectional", lambda k: sr.unroll_bidirectional(TRIPWIRE, TWO, XS, regularization=DROPOUT, key=k)),
+    ("recurrent", lambda k: sr.recurrent(TRIPWIRE, regularization=DROPOUT).apply(ONE, XS, key=k)),
     ("recurrent-no-rates", lambda k: sr.recurrent(TRIPWIRE).apply(ONE, XS, key=k)),
-    ("bidirectional", lambda k: sr.bidirectional(TRIPWIRE, dropout=0.5).apply(TWO, XS, key=k)),
+    ("bidirectional", lambda k: sr.bidirectional(TRIPWIRE, regularization=DROPOUT).apply(TWO, XS, key=k)),
     ("dense", lambda k: sr.dense(2).apply(DENSE_PARAMS, XS, key=k)),
     ("dropout", lambda k: sr.dropout(0.5).apply((), XS, key=k)),
     ("causal_conv", lambda k: sr.causal_conv(2, 2).apply(CONV_PARAMS, XS, key=k)),

@@ -4,7 +4,10 @@
 when the cell is built, like a non-finite ``forget_bias``, a scan ``unroll``
 that is not a positive int, a rate outside ``[0, 1)`` and an unknown option
 string (also an unhashable one, which used to raise a bare TypeError). A
-value of the wrong type raises ``InputTypeError`` (a ValueError too).
+value of the wrong type raises ``InputTypeError`` (a ValueError too). The
+scan's options come in a :class:`scanrnn.Execution` and the rates in a
+:class:`scanrnn.Regularization`; a bad field is refused wherever the bundle
+is given (the layer when it is built, ``unroll`` when it is called).
 """
 
 import math
@@ -71,11 +74,13 @@ def test_forget_bias(call, value, error, message):
 # Positive ints: the scan's unroll and the sizes.
 
 POSITIVE_INTS = [
-    ("unroll", lambda v: sr.unroll(TRIPWIRE, ONE, XS, unroll=v), "unroll"),
-    ("unroll_batch", lambda v: sr.unroll_batch(TRIPWIRE, ONE, XS[None], unroll=v), "unroll"),
-    ("unroll_bidirectional", lambda v: sr.unroll_bidirectional(TRIPWIRE, TWO, XS, unroll=v), "unroll"),
-    ("recurrent", lambda v: sr.recurrent(TRIPWIRE, unroll_steps=v), "unroll_steps"),
-    ("bidirectional", lambda v: sr.bidirectional(TRIPWIRE, unroll_steps=v), "unroll_steps"),
+    ("unroll", lambda v: sr.unroll(TRIPWIRE, ONE, XS, execution=sr.Execution(unroll=v)), "execution.unroll"),
+    ("unroll_batch", lambda v: sr.unroll_batch(TRIPWIRE, ONE, XS[None], execution=sr.Execution(unroll=v)),
+     "execution.unroll"),
+    ("unroll_bidirectional", lambda v: sr.unroll_bidirectional(TRIPWIRE, TWO, XS, execution=sr.Execution(unroll=v)),
+     "execution.unroll"),
+    ("recurrent", lambda v: sr.recurrent(TRIPWIRE, execution=sr.Execution(unroll=v)), "execution.unroll"),
+    ("bidirectional", lambda v: sr.bidirectional(TRIPWIRE, execution=sr.Execution(unroll=v)), "execution.unroll"),
     ("min_gru", lambda v: sr.min_gru(v), "hidden_size"),
     ("min_lstm", lambda v: sr.min_lstm(v), "hidden_size"),
     ("jordan-output_size", lambda v: sr.jordan(H, v), "output_size"),
@@ -102,15 +107,17 @@ def test_positive_int(call, value, error, message):
 
 
 # --------------------------------------------------------------------------
-# Rates in [0, 1).
+# Rates in [0, 1): the fields of a Regularization, and the rates of sample_masks.
 
 RATES = [
     (f"{fn}-{rate}", call, rate)
     for fn, call in [
-        ("unroll", lambda **kw: sr.unroll(TRIPWIRE, ONE, XS, key=jax.random.key(0), **kw)),
-        ("unroll_bidirectional", lambda **kw: sr.unroll_bidirectional(TRIPWIRE, TWO, XS, **kw)),
-        ("recurrent", lambda **kw: sr.recurrent(TRIPWIRE, **kw)),
-        ("bidirectional", lambda **kw: sr.bidirectional(TRIPWIRE, **kw)),
+        ("unroll", lambda **kw: sr.unroll(TRIPWIRE, ONE, XS, regularization=sr.Regularization(**kw),
+                                          key=jax.random.key(0))),
+        ("unroll_bidirectional", lambda **kw: sr.unroll_bidirectional(TRIPWIRE, TWO, XS,
+                                                                      regularization=sr.Regularization(**kw))),
+        ("recurrent", lambda **kw: sr.recurrent(TRIPWIRE, regularization=sr.Regularization(**kw))),
+        ("bidirectional", lambda **kw: sr.bidirectional(TRIPWIRE, regularization=sr.Regularization(**kw))),
         ("sample_masks", lambda **kw: sr.regularization.sample_masks(jax.random.key(0), XS, XS[0], **kw)),
     ]
     for rate in ("dropout", "recurrent_dropout", "zoneout")
@@ -145,9 +152,10 @@ OPTIONS = [
     ("activation", lambda v: sr.simple_rnn(H, v), "activation must be one of ['relu', 'sigmoid', 'tanh'], got {value}"),
     ("activation-conv", lambda v: sr.causal_conv(2, 2, activation=v),
      "activation must be one of ['relu', 'sigmoid', 'tanh'], got {value}"),
-    ("remat", lambda v: sr.unroll(TRIPWIRE, ONE, XS, remat=v), "remat must be one of ('none', 'step', 'sqrt'), got {value}"),
-    ("backward", lambda v: sr.recurrent(TRIPWIRE, backward=v),
-     "backward must be one of ('auto', 'hand', 'autodiff'), got {value}"),
+    ("remat", lambda v: sr.unroll(TRIPWIRE, ONE, XS, execution=sr.Execution(remat=v)),
+     "execution.remat must be one of ('none', 'step', 'sqrt'), got {value}"),
+    ("backward", lambda v: sr.recurrent(TRIPWIRE, execution=sr.Execution(backward=v)),
+     "execution.backward must be one of ('autodiff', 'hand'), got {value}"),
     ("padding", lambda v: sr.causal_conv(2, 2, padding=v), "padding must be one of ('causal', 'valid'), got {value}"),
 ]
 
@@ -157,3 +165,17 @@ OPTIONS = [
 def test_option_strings(call, message, value):
     with pytest.raises(ValueError, match=re.escape(message.format(value=repr(value)))):
         call(value)
+
+
+@pytest.mark.parametrize("call", [
+    pytest.param(lambda: sr.unroll(TRIPWIRE, ONE, XS, execution=sr.Execution(backward="auto")), id="unroll"),
+    pytest.param(lambda: sr.unroll_bidirectional(TRIPWIRE, TWO, XS, execution=sr.Execution(backward="auto")),
+                 id="unroll_bidirectional"),
+    pytest.param(lambda: sr.recurrent(TRIPWIRE, execution=sr.Execution(backward="auto")), id="recurrent"),
+    pytest.param(lambda: sr.bidirectional(TRIPWIRE, execution=sr.Execution(backward="auto")), id="bidirectional"),
+])
+def test_backward_auto_is_gone(call):
+    """``backward="auto"`` (the backend's choice) was removed: only "autodiff" (the default) and "hand" remain."""
+    assert sr.Execution().backward == "autodiff"
+    with pytest.raises(ValueError, match=re.escape("execution.backward must be one of ('autodiff', 'hand'), got 'auto'")):
+        call()

@@ -120,7 +120,7 @@ def test_fit_monitor_must_be_a_validation_entry(regression):
 @pytest.mark.parametrize(
     "arguments, error, message",
     [
-        ({"model": sr.gru(3)}, InputTypeError, "model must be a scanrnn Layer or None (a batch objective as loss), got Cell"),
+        ({"model": sr.gru(3)}, InputTypeError, "model must be a scanrnn Layer or None (a batch objective as loss), got GatedCell"),
         ({"optimizer": optax.sgd}, InputTypeError, "optimizer must be an optax GradientTransformation, got function"),
         ({"loss": "mse"}, InputTypeError, "loss must be a function, got str"),
     ],

@@ -1,5 +1,7 @@
-"""The benchmark harness (experiments/benchmarks): its --quick path, its weight mapping and its timing loop."""
+"""The benchmark harness (experiments/benchmarks/run.py and its run_*.py parts), common.py and memory.py."""
 
+import importlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -8,109 +10,166 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("flax")
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from helpers import load_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "experiments" / "benchmarks" / "run.py"
+BENCHMARKS = ROOT / "experiments" / "benchmarks"
+SCRIPT = BENCHMARKS / "run.py"
 
 
-bench = load_script(SCRIPT, "benchmarks_run")
+def benchmark_modules(*names):
+    """Modules of experiments/benchmarks/ imported as its scripts import them: with their folder on sys.path."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        return [importlib.import_module(name) for name in names]
+
+
+common, run_cases, run_scanrnn, run_torch, run_flax = benchmark_modules(
+    "common", "run_cases", "run_scanrnn", "run_torch", "run_flax")
 
 
 @pytest.mark.slow
 def test_quick_run_checks_and_reports(tmp_path):
     """A bidirectional GRU (the hardest weight mapping) through every implementation; a variant nothing takes."""
+    pytest.importorskip("torch")
+    peers = ["torch"] + (["flax"] if importlib.util.find_spec("flax") else [])
     out = tmp_path / "BENCH.md"
     cmd = [sys.executable, str(SCRIPT), "--quick", "--cases", "tiny-bidir", "--cells", "gru", "--repeats", "2",
-           "--scanrnn-variants", "no_such_option=1", "--out", str(out)]
+           "--peers", *peers, "--scanrnn-variants", "no_such_option=1", "--out", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads((tmp_path / "results.json").read_text())
     (res,) = report["results"]
-    assert [r["impl"] for r in res["rows"]] == ["scanrnn", "torch", "flax"]
-    for name in ("torch", "flax"):
+    assert [r["impl"] for r in res["rows"]] == ["scanrnn", *peers]
+    for name in peers:
         check = res["checks"][name]
         assert check["ok"] and check["loss_rel_err"] <= 1e-4 and check["grad_rel_err"] <= 1e-3
     for row in res["rows"]:
         assert row["train"]["n"] == 2 and row["train"]["median_ms"] > 0 and row["infer"]["median_ms"] > 0
     memory = {r["impl"]: r["memory"] for r in res["rows"]}
     assert memory["scanrnn"]["train"] > memory["scanrnn"]["infer"] > 0  # XLA: the backward pass keeps residuals
-    assert memory["flax"]["train"] > 0 and memory["torch"]["train"] is not None
+    assert memory["torch"]["train"] is not None
+    if "flax" in peers:
+        assert memory["flax"]["train"] > 0
     text = out.read_text()
     assert "Machine:" in text and "| scanrnn |" in text and "bidirectional" in text
+    assert report["command"].startswith("python experiments/benchmarks/run.py --quick")
     assert "torch ÷ scanrnn train" in result.stdout
     assert res["skipped_variants"] and "no_such_option" in res["skipped_variants"][0]
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_variant_through_unroll_equals_the_layer(bidirectional):
-    """An option only unroll takes is passed through a layer around it, which must equal the layer itself."""
+def test_variant_layer_equals_the_default_layer(bidirectional):
+    """A variant's Execution reaches the layer, which computes what the default layer computes."""
     import scanrnn as sr
 
-    case = bench.Case("t", 1, 5, 2, 3, bidirectional=bidirectional)
+    case = run_cases.Case("t", 1, 5, 2, 3, bidirectional=bidirectional)
     cell = sr.gru(3)
-    # `carry` (and `reverse`) are arguments of unroll(_bidirectional) that the layers do not take.
-    options = {"carry": None} if bidirectional else {"reverse": False}
-    layer, via = bench.scanrnn_layer(cell, case, False, options)
-    reference, _ = bench.scanrnn_layer(cell, case, False, {})
-    assert via == ("unroll_bidirectional" if bidirectional else "unroll")
+    options = {"unroll_steps": 2, "hoist": True, **({"one_scan": True} if bidirectional else {})}
+    execution = run_scanrnn.variant_execution(options, case)
+    assert execution == sr.Execution(unroll=2, hoist=True, one_scan=bidirectional)
+    layer = run_scanrnn.scanrnn_layer(cell, case, False, execution)
+    reference = run_scanrnn.scanrnn_layer(cell, case, False, None)
     params = reference.init(jax.random.key(0), 2)
     xs = jax.random.normal(jax.random.key(1), (5, 2), jnp.float32)
     got, expected = (jax.jit(f.apply)(params, xs, 4) for f in (layer, reference))
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
-    with pytest.raises(ValueError, match="accepts"):
-        bench.scanrnn_layer(cell, case, False, {"no_such_option": 1})
+    assert got.shape == expected.shape == ((6,) if bidirectional else (3,))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_variants_that_execution_refuses_are_errors():
+    """What run_case reports as a skipped variant: a ValueError saying why."""
+    one_direction = run_cases.CASES["tiny"]
+    with pytest.raises(ValueError, match="has no field no_such_option"):
+        run_scanrnn.variant_execution({"no_such_option": 1})
+    with pytest.raises(ValueError, match="remat must be one of"):
+        run_scanrnn.variant_execution({"remat": "everything"})
+    with pytest.raises(ValueError, match="the same scanrnn.Execution field twice"):
+        run_scanrnn.variant_execution({"unroll_steps": 2, "unroll": 4})
+    with pytest.raises(ValueError, match="one_scan only changes a bidirectional layer"):
+        run_scanrnn.variant_execution({"one_scan": True}, one_direction)
+    assert run_scanrnn.variant_execution({"one_scan": True}, run_cases.CASES["tiny-bidir"]).one_scan
+    assert run_scanrnn.variant_name({"unroll_steps": 4, "backward": "hand"}) == "scanrnn[unroll_steps=4,backward=hand]"
+
+
+def test_auto_variants_are_every_other_execution_value():
+    assert run_scanrnn.auto_variants() == [{"unroll_steps": 4}, {"remat": "step"}, {"remat": "sqrt"},
+                                            {"backward": "hand"}, {"hoist": True}, {"one_scan": True}]
 
 
 def test_step_flops_follow_the_matmul_count():
-    case = bench.CASES["medium-2layer"]
+    case = run_cases.CASES["medium-2layer"]
     B, T, I, H = case.batch, case.steps, case.inputs, case.hidden
-    assert bench.step_flops(case, "lstm") == 24 * B * T * H * (I + H) + 24 * B * T * H * (H + H)
-    bi = bench.CASES["medium-bidir"]
-    assert bench.step_flops(bi, "gru") == 2 * 18 * B * T * H * (I + H)
-    assert bench.step_flops(bench.CASES["tiny"], "rnn", train=False) == 6 * 32 * 50 * 20 * 21 / 3
+    assert run_cases.step_flops(case, "lstm") == 24 * B * T * H * (I + H) + 24 * B * T * H * (H + H)
+    bi = run_cases.CASES["medium-bidir"]
+    assert run_cases.step_flops(bi, "gru") == 2 * 18 * B * T * H * (I + H)
+    assert run_cases.step_flops(run_cases.CASES["tiny"], "rnn", train=False) == 6 * 32 * 50 * 20 * 21 / 3
 
 
 def test_round_robin_interleaves_and_counts_calls():
     log = []
     fns = {name: (lambda name=name: log.append(name)) for name in "abc"}
-    stats = bench.time_round_robin(fns, repeats=4, warmup=2, min_time=0.0)
+    stats = common.time_round_robin(fns, repeats=4, warmup=2, min_time=0.0)
     assert all(s["n"] == 4 and s["calls_per_sample"] == 1 for s in stats.values())
     timed = log[2 * 3 + 3:]  # after the warm-up and one calibration call each
     rounds = [timed[3 * r: 3 * r + 3] for r in range(4)]
     assert rounds == [list("abc"), list("bca"), list("cab"), list("abc")]
 
 
+def test_results_go_under_experiments_results_and_quick_runs_under_runs(tmp_path):
+    assert common.default_out("benchmarks", quick=False) == ROOT / "experiments" / "results" / "benchmarks"
+    assert common.default_out("benchmarks", quick=True) == ROOT / "runs" / "benchmarks-quick"
+    paths = common.write_results(tmp_path / "new", {"a": [1, 2]}, "# title")
+    assert paths == [tmp_path / "new" / "results.json", tmp_path / "new" / "results.md"]
+    assert json.loads(paths[0].read_text()) == {"a": [1, 2]} and paths[1].read_text() == "# title\n"
+    common.write_results(tmp_path / "new", {"a": 3})  # rewritten whole; no temporary file left behind
+    assert json.loads(paths[0].read_text()) == {"a": 3} and sorted(p.name for p in paths[0].parent.iterdir()) == [
+        "results.json", "results.md"]
+
+
+def test_tables_align_and_escape():
+    assert common.table([["a", 1.5], ["bb", 22]], ["name", "v"]).splitlines() == [
+        "name    v", "----  ---", "a     1.5", "bb     22"]
+    assert common.table([["a", 1]], ["x", "y"], align="rl").splitlines() == ["x  y", "-  -", "a  1"]
+    assert common.markdown_table([["a|b", 1]], ["x", "y"]) == "| x | y |\n|---|---|\n| a\\|b | 1 |"
+    assert common.markdown_table([["a", 1]], ["x", "y"], align="lr").splitlines()[1] == "|---|---:|"
+    with pytest.raises(ValueError, match="one 'l' or 'r' per column"):
+        common.table([["a"]], ["x"], align="lr")
+
+
 def test_parse_variant():
-    assert bench.parse_variant("unroll_steps=4,remat=sqrt") == {"unroll_steps": 4, "remat": "sqrt"}
+    assert run_scanrnn.parse_variant("unroll_steps=4,remat=sqrt") == {"unroll_steps": 4, "remat": "sqrt"}
+    assert run_scanrnn.parse_variant("hoist=True,backward=hand") == {"hoist": True, "backward": "hand"}
     with pytest.raises(ValueError, match="key=value"):
-        bench.parse_variant("remat")
+        run_scanrnn.parse_variant("remat")
 
 
 @pytest.mark.parametrize("cell", ["lstm", "rnn"])
 def test_flax_mapping_matches_torch(cell):
     """flax with the mapped weights computes torch's model (the GRU is checked by the quick run)."""
-    case = bench.Case("t", 3, 6, 2, 4, layers=2)
-    tmodel = bench.torch_model(case, cell, seed=1, device="cpu")
-    x, _ = bench.make_data(case, seed=1)
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("flax")
+    case = run_cases.Case("t", 3, 6, 2, 4, layers=2)
+    tmodel = run_torch.torch_model(case, cell, seed=1, device="cpu")
+    x, _ = run_cases.make_data(case, seed=1)
     with torch.no_grad():
         expected = tmodel(torch.from_numpy(x)).numpy()
-    params = jax.tree.map(jnp.asarray, bench.flax_params_from_torch(tmodel, case, cell))
-    got = bench.flax_model(case, cell).apply({"params": params}, jnp.asarray(x))
+    params = jax.tree.map(jnp.asarray, run_flax.flax_params_from_torch(tmodel, case, cell))
+    got = run_flax.flax_model(case, cell).apply({"params": params}, jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
 
 
-def load_memory_script():
-    return load_script(SCRIPT.parent / "memory.py", "benchmarks_memory")
+def load_benchmark(name):
+    """experiments/benchmarks/<name>.py, imported as ``python experiments/benchmarks/<name>.py`` runs it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        return load_script(BENCHMARKS / f"{name}.py", f"benchmarks_{name}")
 
 
-memory = load_memory_script()
+memory = load_benchmark("memory")
 
 
 def memory_spec(**changes):
@@ -127,8 +186,7 @@ def test_memory_worker_measures_a_step_and_remat_saves_memory():
     short = memory.worker(memory_spec(steps=30, run_budget=1))
     assert short["status"].startswith("not run: XLA needs") and "ms_per_step" not in short
     assert short["xla_temp"] < none["xla_temp"]
-    if memory.remat_via() is None:
-        pytest.skip("scanrnn has no remat argument yet")
+    assert none["via"] == memory.REMAT_VIA == "recurrent(execution=Execution(remat=...))"
     sqrt = memory.worker(memory_spec(remat="sqrt"))
     assert sqrt["status"] == "ok" and sqrt["xla_temp"] < none["xla_temp"]
     assert sqrt["loss"] == pytest.approx(none["loss"], rel=1e-6)

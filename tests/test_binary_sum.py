@@ -46,3 +46,6 @@ def test_binary_sum_quick(tmp_path):
     assert all(len(e["sequence"]) == 8 and e["sequence"][-1] == sum(e["sequence"][:-1]) for e in examples)
     for name in ("learning_curves.png", "weights.png", "weights_adam.png", "predictions.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (tmp_path / "results.md").read_text()  # the printed tables, in Markdown
+    assert "| run | train MSE | valid MSE | best valid MSE | seconds |" in table
+    assert "| sgd/bptt, 2 seeds (mean / max) |" in table and "| adam |" in table

@@ -41,3 +41,8 @@ def test_ctc_digits_quick(tmp_path):
     assert all(0 <= a < b and 0 <= d <= 9 for a, b, d in example["segments"])
     for name in ("frame_probabilities.png", "learning_curve.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    greedy = out["decoders"]["greedy (best path)"]
+    assert out["test_labels"] * greedy["label_error_rate"] == pytest.approx(greedy["edit_distance"])
+    table = (tmp_path / "results.md").read_text()  # the printed table, in Markdown
+    assert f"| greedy (best path) | {100 * greedy['label_error_rate']:.2f}% | {greedy['edit_distance']} / " \
+           f"{out['test_labels']} |" in table

@@ -1,4 +1,4 @@
-"""experiments/date_translation.py --quick, in a subprocess; and the date generator of scanrnn.dates."""
+"""experiments/date_translation.py --quick, in a subprocess; and the date generator of scanrnn.data.dates."""
 
 import datetime
 import json
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from scanrnn import dates
+from scanrnn.data import dates
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "date_translation.py"
 

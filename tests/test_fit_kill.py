@@ -67,7 +67,11 @@ def read_saves(process, count, deadline):
 
 def like():
     """A state of the worker's structure, to load its checkpoints into."""
-    model = sr.serial(sr.recurrent(sr.gru(8), dropout=0.1), sr.recurrent(sr.gru(4), return_sequences=False), sr.dense(1))
+    model = sr.serial(
+        sr.recurrent(sr.gru(8), regularization=sr.Regularization(dropout=0.1)),
+        sr.recurrent(sr.gru(4), return_sequences=False),
+        sr.dense(1),
+    )
     params = model.init(jax.random.key(0), 2)
     return init_state(params, optax.adam(optax.cosine_decay_schedule(1e-2, 56)), seed=1, key=jax.random.key(2), clip_norm=1.0)
 

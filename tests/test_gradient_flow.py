@@ -39,14 +39,24 @@ def test_quick_run_writes_its_table_plots_and_results(tmp_path):
     assert len(rows["lstm"]["eigenvalues"]["f"]["real"]) == 8
     for name in ("grad_norms.png", "spectra.png", "learning_curves.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "results.md").read_text()  # the printed table, in Markdown ("|" escaped in its cells)
+    assert "| model | learned? |" in table and "\\|g_0\\|/\\|g_T-1\\| init" in table and "| lstm |" in table
+
+
+def load_gradient_flow():
+    """The script, imported as ``python experiments/gradient_flow.py`` runs it: its folder on sys.path."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(SCRIPT.parent))
+        return load_script(SCRIPT, "gradient_flow")
 
 
 def test_unknown_model_and_uneven_budget_are_rejected(capsys):
-    module = load_script(SCRIPT, "gradient_flow")
+    module = load_gradient_flow()
     with pytest.raises(SystemExit):
         module.parse_args(["--quick", "--models", "transformer"])
     assert "unknown models ['transformer']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         module.parse_args(["--max-steps", "150", "--eval-every", "100"])
     assert "must be a multiple of --eval-every" in capsys.readouterr().err
-    assert module.parse_args(["--quick"]).out.endswith("gradient_flow-quick")
+    assert module.parse_args(["--quick"]).out == str(SCRIPT.parents[1] / "runs" / "gradient_flow-quick")
+    assert module.parse_args([]).out == str(SCRIPT.parent / "results" / "gradient_flow")

@@ -14,13 +14,13 @@ from helpers import (
     FACTORY_CASES,
     FACTORY_IDS,
     elman,
-    hand_or_auto,
+    hand_or_autodiff,
     make_cell,
     normal,
     random_carry,
     random_params,
 )
-from scanrnn import unroll
+from scanrnn import Execution, unroll
 
 H, I, T = 4, 3, 5
 F64 = jnp.float64
@@ -52,13 +52,14 @@ def test_unroll_grads_with_length_and_reverse(case_id, name, options):
     cell, params, carry = setup(name, options)
     xs = normal((T, I), seed=3)
 
-    def f(params, carry, xs, backward=hand_or_auto(cell)):  # the hand-written pass where the cell has one
-        return unroll(cell, params, xs, carry, length=3, reverse=True, backward=backward)
+    # The hand-written pass where the cell has one.
+    def f(params, carry, xs, execution=Execution(backward=hand_or_autodiff(cell))):
+        return unroll(cell, params, xs, carry, length=3, reverse=True, execution=execution)
 
     # The hand-written backward pass is reverse mode only; forward mode takes
     # autodiff through the scan.
     check_grads(jax.jit(f), (params, carry, xs), order=1, modes=("rev",), **TOL)
-    check_grads(jax.jit(partial(f, backward="autodiff")), (params, carry, xs), order=1, modes=("fwd",), **TOL)
+    check_grads(jax.jit(partial(f, execution=Execution())), (params, carry, xs), order=1, modes=("fwd",), **TOL)
 
 
 @pytest.mark.slow
@@ -67,10 +68,10 @@ def test_unroll_second_order_grads():
     xs = normal((T, I), seed=3)
 
     def f(params, xs):
-        return unroll(cell, params, xs, carry, length=4, backward="autodiff")[1]
+        return unroll(cell, params, xs, carry, length=4, execution=Execution(backward="autodiff"))[1]
 
     # Reverse over reverse (forward mode has its order-1 checks above). The
-    # hand-written backward pass refuses this; see test_fast_bptt.
+    # hand-written backward pass refuses this; see test_gated_backward.
     check_grads(jax.jit(f), (params, xs), order=2, modes=("rev",), **TOL)
 
 
@@ -79,8 +80,8 @@ def test_bidirectional_grads():
     cell = scanrnn.gru(H, reset_after=False, param_dtype=F64)
     params = jax.tree.map(lambda a, b: jnp.stack([a, b]), random_params(cell, I, seed=1), random_params(cell, I, seed=2))
     xs = normal((T, I), seed=3)
-    seq = scanrnn.bidirectional(cell, "concat", one_scan=True).apply
-    last = scanrnn.bidirectional(cell, "mul", return_sequences=False, one_scan=False).apply
+    seq = scanrnn.bidirectional(cell, "concat", execution=Execution(one_scan=True)).apply
+    last = scanrnn.bidirectional(cell, "mul", return_sequences=False, execution=Execution(one_scan=False)).apply
 
     def f(params, xs):
         return seq(params, xs, length=3), last(params, xs, length=4)

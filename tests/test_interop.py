@@ -14,7 +14,7 @@ import jax.numpy as jnp  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 import scanrnn  # noqa: E402
-from scanrnn.interop import from_torch  # noqa: E402
+from scanrnn.interop import from_torch, torch_forward  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -77,7 +77,7 @@ def to_torch(a):
     return torch.from_numpy(np.asarray(a))
 
 
-def torch_forward(module, x, hx=None, lengths=None):
+def torch_reference(module, x, hx=None, lengths=None):
     """The module's output and final state; with lengths, through pack/pad_packed_sequence."""
     x, hx = to_torch(x), to_torch(hx)
     with torch.no_grad():
@@ -132,21 +132,28 @@ CASES = (
 def test_matches_torch(kind, num_layers, bidirectional, batch_first, use_lengths, use_hx):
     module = make_module(kind, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first)
     model, params = from_torch(module)
+    forward = torch_forward(module)
     x, hx = make_inputs(module)
     hx = hx if use_hx else None
     lengths = LENGTHS if use_lengths else None
-    ours = run(model.apply, params, x, hx, None if lengths is None else np.array(lengths))
-    assert_matches(ours, torch_forward(module, x, hx, lengths))
+    ours = run(forward, params, x, hx, None if lengths is None else np.array(lengths))
+    assert_matches(ours, torch_reference(module, x, hx, lengths))
+    if not use_hx:
+        # The model is an ordinary scanrnn model of one sequence; torch_forward only adapts the layouts.
+        one = x[1] if batch_first else x[:, 1]
+        ys = run(model.apply, params, one, None if lengths is None else np.asarray(lengths[1]))
+        np.testing.assert_allclose(np.asarray(ys), np.asarray(ours[0][1] if batch_first else ours[0][:, 1]), atol=1e-6)
 
 
 @pytest.mark.slow
 def test_three_layers_bidirectional_with_lengths_and_hx():
     module = make_module("gru", num_layers=3, bidirectional=True, batch_first=True)
     model, params = from_torch(module)
+    forward = torch_forward(module)
     assert len(params) == 3
     x, hx = make_inputs(module, seed=1)
-    ours = run(model.apply, params, x, hx, np.array(LENGTHS))
-    assert_matches(ours, torch_forward(module, x, hx, LENGTHS))
+    ours = run(forward, params, x, hx, np.array(LENGTHS))
+    assert_matches(ours, torch_reference(module, x, hx, LENGTHS))
 
 
 @pytest.mark.slow
@@ -154,14 +161,15 @@ def test_three_layers_bidirectional_with_lengths_and_hx():
 def test_unbatched(kind):
     module = make_module(kind, num_layers=2, bidirectional=True)
     model, params = from_torch(module)
+    forward = torch_forward(module)
     x, hx = make_inputs(module, batched=False)
-    out, h = run(model.apply, params, x, hx)
+    out, h = run(forward, params, x, hx)
     assert out.shape == (T, 2 * H)
-    assert_matches((out, h), torch_forward(module, x, hx))
+    assert_matches((out, h), torch_reference(module, x, hx))
     # A scalar length: the same as torch on the valid prefix, then zeros.
     n = 4
-    out, h = run(model.apply, params, x, hx, np.array(n))
-    t_out, t_h = torch_forward(module, x[:n], hx)
+    out, h = run(forward, params, x, hx, np.array(n))
+    t_out, t_h = torch_reference(module, x[:n], hx)
     np.testing.assert_allclose(np.asarray(out[:n]), t_out, rtol=0, atol=ATOL)
     assert not np.asarray(out[n:]).any()
     for a, b in zip(states(h), t_h):
@@ -171,8 +179,9 @@ def test_unbatched(kind):
 def test_zero_length_gives_zero_outputs_and_the_initial_state():
     module = make_module("lstm", bidirectional=True, batch_first=True)
     model, params = from_torch(module)
+    forward = torch_forward(module)
     x, hx = make_inputs(module)
-    out, (h, c) = run(model.apply, params, x, hx, np.array([0, 3, 5]))
+    out, (h, c) = run(forward, params, x, hx, np.array([0, 3, 5]))
     assert not np.asarray(out[0]).any()
     np.testing.assert_array_equal(np.asarray(h[:, 0]), hx[0][:, 0])
     np.testing.assert_array_equal(np.asarray(c[:, 0]), hx[1][:, 0])
@@ -182,23 +191,25 @@ def test_zero_length_gives_zero_outputs_and_the_initial_state():
 def test_bias_false(kind):
     module = make_module(kind, num_layers=2, bidirectional=True, bias=False)
     model, params = from_torch(module)
+    forward = torch_forward(module)
     for p in params:
         for name, leaf in p._asdict().items():
             if name.startswith("b"):
                 assert not np.asarray(leaf).any()
     x, _ = make_inputs(module)
-    assert_matches(run(model.apply, params, x), torch_forward(module, x))
+    assert_matches(run(forward, params, x), torch_reference(module, x))
 
 
 @pytest.mark.slow
 def test_float64_module():
     module = make_module("lstm", num_layers=2, bidirectional=True).double()
     model, params = from_torch(module)
+    forward = torch_forward(module)
     assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(params))
     x, (h0, c0) = make_inputs(module)
     x, hx = x.astype(np.float64), (h0.astype(np.float64), c0.astype(np.float64))
-    ours = run(model.apply, params, x, hx, np.array(LENGTHS))
-    assert_matches(ours, torch_forward(module, x, hx, LENGTHS), atol=1e-12)
+    ours = run(forward, params, x, hx, np.array(LENGTHS))
+    assert_matches(ours, torch_reference(module, x, hx, LENGTHS), atol=1e-12)
 
 
 def test_params_layout():
@@ -225,13 +236,14 @@ def test_params_layout():
 def test_gradients_match_torch_autograd(kind):
     module = make_module(kind, num_layers=2, bidirectional=True, batch_first=True)
     model, params = from_torch(module)
+    forward = torch_forward(module)
     x, hx = make_inputs(module)
     rng = np.random.default_rng(5)
     weights = rng.standard_normal((B, T, 2 * H)).astype(np.float32)
     lengths = np.array(LENGTHS)
 
     def loss(params):
-        out, h = model.apply(params, x, hx, lengths)
+        out, h = forward(params, x, hx, lengths)
         return jnp.sum(out * weights) + sum(jnp.sum(v) for v in jax.tree.leaves(h))
 
     grads = run(jax.grad(loss), params)
@@ -263,19 +275,21 @@ def test_gradients_match_torch_autograd(kind):
 def test_params_reuse_in_serial(kind, bidirectional):
     module = make_module(kind, num_layers=2, bidirectional=bidirectional, batch_first=True)
     model, params = from_torch(module)
+    forward = torch_forward(module)
     cell = CELLS[kind]()
     layer = scanrnn.bidirectional(cell) if bidirectional else scanrnn.recurrent(cell)
     net = scanrnn.serial(layer, layer)
     x, _ = make_inputs(module)
     lengths = np.array(LENGTHS)
     ys = run(jax.vmap(net.apply, in_axes=(None, 0, 0)), params, x, lengths)
-    out, _ = run(model.apply, params, x, None, lengths)
+    out, _ = run(forward, params, x, None, lengths)
     np.testing.assert_allclose(np.asarray(ys), np.asarray(out), rtol=0, atol=1e-6)
 
 
 def test_init_makes_params_of_the_same_structure():
     module = make_module("lstm", num_layers=2, bidirectional=True)
     model, params = from_torch(module)
+    forward = torch_forward(module)
     # eval_shape traces init completely (running it compiles the orthogonal
     # initialiser's QR for every shape, seconds on a CPU).
     fresh = jax.eval_shape(functools.partial(model.init, input_size=I), jax.random.key(1))
@@ -285,7 +299,7 @@ def test_init_makes_params_of_the_same_structure():
     ]
     # Another input size: apply follows the params.
     other = jax.eval_shape(functools.partial(model.init, input_size=3), jax.random.key(2))
-    out, (h, c) = jax.eval_shape(model.apply, other, jax.ShapeDtypeStruct((T, B, 3), jnp.float32))
+    out, (h, c) = jax.eval_shape(forward, other, jax.ShapeDtypeStruct((T, B, 3), jnp.float32))
     assert out.shape == (T, B, 2 * H) and h.shape == c.shape == (4, B, H)
 
     rnn_model, rnn_params = from_torch(make_module("rnn_relu", num_layers=3))
@@ -304,27 +318,28 @@ def test_rejects_other_modules_and_projections():
 def test_bad_inputs_raise():
     module = make_module("lstm", num_layers=2, batch_first=True)
     model, params = from_torch(module)
+    forward = torch_forward(module)
     x, hx = make_inputs(module)
     with pytest.raises(ValueError, match=r"\[B, T, I\].*got shape \(2, 3, 7, 5\)"):
-        model.apply(params, np.zeros((2, 3, T, I), np.float32))
+        forward(params, np.zeros((2, 3, T, I), np.float32))
     with pytest.raises(ValueError, match=r"I=5.*got shape \(3, 7, 4\)"):
-        model.apply(params, np.zeros((B, T, 4), np.float32))
+        forward(params, np.zeros((B, T, 4), np.float32))
     with pytest.raises(ValueError, match=r"length must have shape \(3,\).*got shape \(2,\)"):
-        model.apply(params, x, length=np.array([1, 2]))
+        forward(params, x, length=np.array([1, 2]))
     with pytest.raises(ValueError, match=r"length must be a scalar.*got shape \(1,\)"):
-        model.apply(params, x[0], length=np.array([1]))
+        forward(params, x[0], length=np.array([1]))
     with pytest.raises(ValueError, match=r"\[0, 7\].*\[3, 8\]"):
-        model.apply(params, x, length=np.array([3, 8, 4]))
+        forward(params, x, length=np.array([3, 8, 4]))
     with pytest.raises(ValueError, match=r"\[0, 7\].*\[-1, 4\]"):
-        model.apply(params, x, length=np.array([-1, 3, 4]))
+        forward(params, x, length=np.array([-1, 3, 4]))
     with pytest.raises(ValueError, match="integer"):
-        model.apply(params, x, length=np.array([1.0, 2.0, 3.0]))
+        forward(params, x, length=np.array([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match=r"h_0 must have shape \[2, 3, 6\].*got shape \(2, 6\)"):
-        model.apply(params, x, hx=(hx[0][:, 0], hx[1][:, 0]))
+        forward(params, x, hx=(hx[0][:, 0], hx[1][:, 0]))
     with pytest.raises(ValueError, match=r"pair \(h_0, c_0\)"):
-        model.apply(params, x, hx=hx[0])
+        forward(params, x, hx=hx[0])
     with pytest.raises(ValueError, match="tuple of 2 params"):
-        model.apply(params[:1], x)
+        forward(params[:1], x)
 
 
 @pytest.mark.slow

@@ -111,9 +111,10 @@ def test_bidirectional_matches_two_unrolls(merge, length):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend, default_scans", [("cpu", 2), ("gpu", 1)])
-def test_bidirectional_runs_one_scan_or_two_and_init_stacks(backend, default_scans, monkeypatch):
-    monkeypatch.setattr(jax, "default_backend", lambda: backend)  # what one_scan=None reads
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_bidirectional_runs_one_scan_or_two_and_init_stacks(backend, monkeypatch):
+    # The defaults no longer read the backend: two scans (one_scan=False) on either.
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
     cell = scanrnn.simple_rnn(H)
     params = bidirectional(cell).init(jax.random.key(0), I)
     assert isinstance(params, scanrnn.RNNParams)
@@ -122,12 +123,16 @@ def test_bidirectional_runs_one_scan_or_two_and_init_stacks(backend, default_sca
     assert not np.allclose(params.w_ih[0], params.w_ih[1])  # independent directions
     assert not np.allclose(params.w_hh[0], params.w_hh[1])
     xs = normal((T, I), seed=1, dtype=jnp.float32)
-    for one_scan, scans in ((None, default_scans), (True, 1), (False, 2)):
-        layer = bidirectional(cell, one_scan=one_scan)
+    executions = (
+        (None, 2), (scanrnn.Execution(), 2), (scanrnn.Execution(one_scan=True), 1),
+        (scanrnn.Execution(one_scan=False), 2), (scanrnn.execution.ACCELERATOR, 1),
+    )
+    for execution, scans in executions:
+        layer = bidirectional(cell, execution=execution)
         for length in (None, 3):
             jaxpr = jax.make_jaxpr(lambda p, x: layer.apply(p, x, length=length))(params, xs)
             assert count_primitive(jaxpr, "scan") == (scans, 0)
-        run = partial(scanrnn.unroll_bidirectional, cell, one_scan=one_scan)
+        run = partial(scanrnn.unroll_bidirectional, cell, execution=execution)
         assert count_primitive(jax.make_jaxpr(run)(params, xs), "scan") == (scans, 0)
 
 
@@ -136,7 +141,7 @@ def test_bidirectional_length_zero_and_batch(one_scan):
     cell = scanrnn.lstm(H, peephole=True, param_dtype=F64)
     params = stacked_params(cell)
     xs = normal((T, I), seed=3)
-    layer = bidirectional(cell, "sum", return_sequences=False, one_scan=one_scan)
+    layer = bidirectional(cell, "sum", return_sequences=False, execution=scanrnn.Execution(one_scan=one_scan))
     assert_zero(layer.apply(params, xs, length=0))
     batch = jnp.stack([xs, 2.0 * xs])
     lengths = jnp.array([2, T])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import scanrnn
-from helpers import hand_or_auto, normal
-from scanrnn import unroll
+from helpers import hand_or_autodiff, normal
+from scanrnn import Execution, unroll
 
 H, I, T = 8, 3, 6
 BF16 = jnp.bfloat16
@@ -23,8 +23,8 @@ CELLS = {
     "elman": partial(scanrnn.elman, output_size=2),
     "narx": partial(scanrnn.narx, output_size=2, k=2),
     "min_gru-sequential": partial(scanrnn.min_gru, mode="sequential"),
-    "min_gru-parallel": scanrnn.min_gru,
-    "min_lstm-parallel": scanrnn.min_lstm,
+    "min_gru-parallel": partial(scanrnn.min_gru, mode="parallel"),
+    "min_lstm-parallel": partial(scanrnn.min_lstm, mode="parallel"),
 }
 
 
@@ -34,8 +34,8 @@ def setup(name, compute_dtype):
     return cell, params
 
 
-def loss(cell, params, xs, backward):
-    final, ys = unroll(cell, params, xs, length=5, backward=backward)
+def loss(cell, params, xs, execution):
+    final, ys = unroll(cell, params, xs, length=5, execution=execution)
     return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(final))
 
 
@@ -75,14 +75,14 @@ def test_bfloat16_products_float32_everything_else(name):
 def test_bfloat16_gradients_hand_written_and_autodiff(name):
     cell, params = setup(name, BF16)
     xs = normal((T, I), seed=3).astype(jnp.float32)
-    got = jax.jit(jax.grad(partial(loss, cell, backward=hand_or_auto(cell))))(params, xs)
-    want = jax.jit(jax.grad(partial(loss, cell, backward="autodiff")))(params, xs)
+    got = jax.jit(jax.grad(partial(loss, cell, execution=Execution(backward=hand_or_autodiff(cell)))))(params, xs)
+    want = jax.jit(jax.grad(partial(loss, cell, execution=Execution(backward="autodiff"))))(params, xs)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert g.dtype == jnp.float32
         np.testing.assert_allclose(g, w, rtol=2e-2, atol=2e-2 * float(jnp.max(jnp.abs(w))))
     # The float32 gradient is near: mixed precision changes the numbers by bfloat16 rounding only.
     plain, _ = setup(name, None)
-    exact = jax.jit(jax.grad(partial(loss, plain, backward="autodiff")))(params, xs)
+    exact = jax.jit(jax.grad(partial(loss, plain, execution=Execution(backward="autodiff"))))(params, xs)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(exact)):
         np.testing.assert_allclose(g, w, rtol=5e-2, atol=5e-2 * float(jnp.max(jnp.abs(w))))
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import scanrnn as sr
-from helpers import FACTORY_CASES, elman, hand_or_auto, make_cell, random_params
+from helpers import FACTORY_CASES, elman, hand_or_autodiff, make_cell, random_params
 from scanrnn.train import Batch, batch_loss, last_step_mse, mse, softmax_cross_entropy
 
 T, I, H, LENGTH = 7, 3, 4, 4
@@ -59,33 +59,39 @@ def test_every_built_in_cell(name, options):
     """Every factory (the activations do not change where the padding goes)."""
     cell = make_cell(name, options, H)
     params = random_params(cell, I)
-    backward = hand_or_auto(cell)
+    execution = sr.Execution(backward=hand_or_autodiff(cell), hoist=False)
 
     def fn(p, xs):
-        return sr.unroll(cell, p, xs, length=LENGTH, reverse=True, backward=backward, hoist=False)
+        return sr.unroll(cell, p, xs, length=LENGTH, reverse=True, execution=execution)
 
     assert_same_gradients(fn, params, padded)
 
 
-@pytest.mark.parametrize("hoist", [False, True])
-@pytest.mark.parametrize("backward, reverse", [("hand", False), ("autodiff", True)])
-def test_lstm_every_path(hoist, backward, reverse):
+LSTM_PATHS = [(sr.Execution(backward=backward, hoist=hoist), reverse)
+              for backward, reverse in [("hand", False), ("autodiff", True)] for hoist in (False, True)]
+
+
+@pytest.mark.parametrize("execution, reverse", LSTM_PATHS,
+                         ids=[f"{e.backward}-{'reverse' if r else 'forward'}-{'hoisted' if e.hoist else 'in_loop'}"
+                              for e, r in LSTM_PATHS])
+def test_lstm_every_path(execution, reverse):
     cell = sr.lstm(H)
     params = random_params(cell, I)
 
     def fn(p, xs):
-        return sr.unroll(cell, p, xs, length=LENGTH, reverse=reverse, backward=backward, hoist=hoist)
+        return sr.unroll(cell, p, xs, length=LENGTH, reverse=reverse, execution=execution)
 
     assert_same_gradients(fn, params, padded)
 
 
-@pytest.mark.parametrize("remat", ["step", "sqrt"])
-def test_remat(remat):
+@pytest.mark.parametrize("execution", [sr.Execution(remat="step", backward="hand"),
+                                       sr.Execution(remat="sqrt", backward="hand")], ids=["step", "sqrt"])
+def test_remat(execution):
     cell = sr.gru(H)
     params = random_params(cell, I)
 
     def fn(p, xs):
-        return sr.unroll(cell, p, xs, length=LENGTH, remat=remat, backward="hand")
+        return sr.unroll(cell, p, xs, length=LENGTH, execution=execution)
 
     assert_same_gradients(fn, params, padded)
 
@@ -119,16 +125,18 @@ def test_regularised_unroll():
 
     def fn(p, xs):
         return sr.unroll(
-            cell, p, xs, length=LENGTH, dropout=0.3, recurrent_dropout=0.3, zoneout=0.2, key=key, backward="hand"
+            cell, p, xs, length=LENGTH, key=key, execution=sr.Execution(backward="hand"),
+            regularization=sr.Regularization(dropout=0.3, recurrent_dropout=0.3, zoneout=0.2),
         )
 
     assert_same_gradients(fn, params, padded)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("one_scan", [False, True])
-def test_bidirectional_layer(one_scan):
-    layer = sr.bidirectional(sr.gru(H), one_scan=one_scan)
+@pytest.mark.parametrize("execution", [sr.Execution(one_scan=False), sr.Execution(one_scan=True)],
+                         ids=["two_scans", "one_scan"])
+def test_bidirectional_layer(execution):
+    layer = sr.bidirectional(sr.gru(H), execution=execution)
     params = layer.init(jax.random.key(0), I)
     assert_same_gradients(lambda p, xs: layer.apply(p, xs, LENGTH), params, padded)
 

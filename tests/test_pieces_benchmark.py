@@ -15,7 +15,10 @@ SCRIPT = ROOT / "experiments" / "benchmarks" / "pieces.py"
 
 @pytest.fixture(scope="module")
 def pieces():
-    return load_script(SCRIPT, "benchmarks_pieces")
+    """The script, imported as ``python experiments/benchmarks/pieces.py`` runs it: its folder on sys.path."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(SCRIPT.parent))
+        return load_script(SCRIPT, "benchmarks_pieces")
 
 
 def test_the_check_between_programs_is_live(pieces):
@@ -32,7 +35,7 @@ def test_the_check_between_programs_is_live(pieces):
 def test_quick_run_writes_every_row(pieces, tmp_path):
     pieces.main(["--quick", "--bidir-cells", "lstm", "--repeats", "2", "--min-time", "0", "--out", str(tmp_path)])
     out = json.loads((tmp_path / "results.json").read_text())
-    assert out["settings"] == {"B": 4, "T": 6, "I": 3, "H": 8, "backward": "auto", "repeats": 2, "seed": 0,
+    assert out["settings"] == {"B": 4, "T": 6, "I": 3, "H": 8, "backward": "autodiff", "repeats": 2, "seed": 0,
                                "quick": True}
     got = [(r["structure"], r["cell"], r["step"], r["program"]) for r in out["rows"]]
     assert got == [
@@ -48,3 +51,9 @@ def test_quick_run_writes_every_row(pieces, tmp_path):
         if r["program"] in ("one scan", "stacked"):
             assert r["over_combined"] == 1.0
     assert "| bidirectional | lstm | train | two scans |" in (tmp_path / "results.md").read_text()
+
+
+def test_default_output_is_under_experiments_results(pieces):
+    medium = ROOT / "experiments" / "results" / "benchmarks-pieces" / "B128-T200-I64-H256"
+    assert pieces.parse_args([]).out == str(medium)
+    assert pieces.parse_args(["--quick"]).out == str(ROOT / "runs" / "benchmarks-pieces-quick")

@@ -60,7 +60,10 @@ def test_quick_run(tmp_path):
 
 
 def _load_script():
-    return load_script(SCRIPT, "sine_forecast_script")
+    """The script, imported as ``python experiments/sine_forecast.py`` runs it: its folder on sys.path."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(os.path.dirname(SCRIPT))
+        return load_script(SCRIPT, "sine_forecast_script")
 
 
 def test_merge_replaces_and_inserts_rows(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 import scanrnn
 from helpers import assert_close, elman, elman_numpy, masked_loop, normal, random_carry, random_params
-from scanrnn import LSTMCarry, Layer, bidirectional, causal_conv, dense, recurrent, serial
+from scanrnn import Execution, LSTMCarry, Layer, Regularization, bidirectional, causal_conv, dense, recurrent, serial
 from scanrnn.layers import RecurrentParams, dropout
 from scanrnn.train import (
     Batch,
@@ -85,15 +85,15 @@ def test_bidirectional_carry_has_a_direction_axis():
     fwd_carry, fwd_ys = masked_loop(cell, direction(params, 0), xs, n, carry=direction(carry, 0))
     bwd_carry, bwd_ys = masked_loop(cell, direction(params, 1), xs, n, reverse=True, carry=direction(carry, 1))
 
-    layer = bidirectional(cell, "sum", one_scan=True)
-    last = bidirectional(cell, "concat", return_sequences=False, one_scan=False)
+    layer = bidirectional(cell, "sum", execution=Execution(one_scan=True))
+    last = bidirectional(cell, "concat", return_sequences=False, execution=Execution(one_scan=False))
 
     @jax.jit
     def run(params, xs, carry):
         return (
             layer.apply(params, xs, length, carry=carry),
             last.apply(params, xs, length, carry=carry),
-            scanrnn.unroll_bidirectional(cell, params, xs, carry, length=length, one_scan=True)[0],
+            scanrnn.unroll_bidirectional(cell, params, xs, carry, length=length, execution=Execution(one_scan=True))[0],
         )
 
     (ys, final), (y, final_last), unrolled = run(params, xs, carry)
@@ -167,8 +167,11 @@ def test_chunks_with_the_carry_handed_over_equal_one_pass():
 
 
 def test_serial_splits_the_key_and_keeps_user_layers_working():
-    # A two-function layer, written before layers had keys and state.
-    double = Layer(lambda key, input_size: (), lambda params, xs, length=None: 2.0 * xs)
+    # A user's layer without state or randomness: it ignores the key and hands back the empty carry.
+    def apply(params, xs, length=None, *, key=None, carry=None):
+        return 2.0 * xs if carry is None else (2.0 * xs, carry)
+
+    double = Layer(lambda key, input_size: (), apply, lambda params: ())
     model = serial(dropout(0.5), double, dropout(0.5))
     xs = normal((T, I), seed=1)
     params = model.init(jax.random.key(0), I)
@@ -211,7 +214,7 @@ def test_learned_initial_carry_starts_at_zeros_and_is_used():
 @pytest.mark.slow
 def test_learned_initial_carry_gradient():
     cell = scanrnn.gru(H, param_dtype=F64)
-    layer = recurrent(cell, learn_initial_carry=True, backward="hand")
+    layer = recurrent(cell, learn_initial_carry=True, execution=Execution(backward="hand"))
     params = RecurrentParams(random_params(cell, I), random_carry(cell, random_params(cell, I), seed=5))
     xs, target = normal((T, I), seed=1), normal((T, H), seed=2)
     direction_ = random_carry(cell, params.cell, seed=6)
@@ -221,7 +224,7 @@ def test_learned_initial_carry_gradient():
         return jnp.sum(jnp.square(layer.apply(p, xs, 5) - target))
 
     def plain_loss(cell_params, carry):  # autodiff of a plain unroll started from that carry
-        _, ys = scanrnn.unroll(cell, cell_params, xs, carry, length=5, backward="autodiff")
+        _, ys = scanrnn.unroll(cell, cell_params, xs, carry, length=5, execution=Execution(backward="autodiff"))
         return jnp.sum(jnp.square(ys - target))
 
     @jax.jit
@@ -251,9 +254,10 @@ def test_learned_initial_carry_gradient_bidirectional():
         return jnp.sum(jnp.sin(layer.apply(RecurrentParams(cell_params, c), xs, 4)))
 
     def plain_loss(c):
-        _, fwd = scanrnn.unroll(cell, direction(cell_params, 0), xs, direction(c, 0), length=4, backward="autodiff")
+        autodiff = Execution(backward="autodiff")
+        _, fwd = scanrnn.unroll(cell, direction(cell_params, 0), xs, direction(c, 0), length=4, execution=autodiff)
         _, bwd = scanrnn.unroll(
-            cell, direction(cell_params, 1), xs, direction(c, 1), length=4, reverse=True, backward="autodiff"
+            cell, direction(cell_params, 1), xs, direction(c, 1), length=4, reverse=True, execution=autodiff
         )
         return jnp.sum(jnp.sin(fwd[3])) + jnp.sum(jnp.sin(bwd[0]))
 
@@ -324,11 +328,11 @@ def test_rates_outside_the_unit_interval(rate):
     cell = scanrnn.lstm(H)
     for name in ("dropout", "recurrent_dropout", "zoneout"):
         with pytest.raises(ValueError, match=f"{name} must be a float in \\[0, 1\\), got {rate!r}"):
-            recurrent(cell, **{name: rate})
+            recurrent(cell, regularization=Regularization(**{name: rate}))
         with pytest.raises(ValueError, match=f"{name} must be a float in \\[0, 1\\), got {rate!r}"):
-            bidirectional(cell, **{name: rate})
+            bidirectional(cell, regularization=Regularization(**{name: rate}))
     with pytest.raises(ValueError, match="zoneout must be a float"):
-        recurrent(cell, zoneout=LSTMCarry(h=0.1, c=rate))
+        recurrent(cell, regularization=Regularization(zoneout=LSTMCarry(h=0.1, c=rate)))
 
 
 def test_carry_of_the_wrong_structure():
@@ -469,8 +473,9 @@ def test_train_step_and_fit_split_the_key_per_example():
         p, _, metrics = step(p, SGD.init(p), Batch(x[order], y[order]), jax.random.fold_in(key, i))
         np.testing.assert_allclose(history["train_loss"][i], metrics["loss"], rtol=1e-12)
     assert_close(trained, p)
-    with pytest.raises(ValueError, match="no initial_carry"):
-        batch_initial_carry(Layer(model.init, model.apply), params, 2)
+    # One contract: a layer has all three functions (no two-function form is left to guess at).
+    with pytest.raises(TypeError, match="initial_carry"):
+        Layer(model.init, model.apply)
 
 
 @pytest.mark.slow
@@ -495,7 +500,7 @@ def test_tbptt_lowers_the_loss_on_a_periodic_stream():
 # --------------------------------------------------------------------------
 # Dropout, recurrent dropout and zoneout through the recurrent layers.
 
-RATES = {"dropout": 0.2, "recurrent_dropout": 0.3, "zoneout": LSTMCarry(h=0.1, c=0.4)}
+RATES = Regularization(dropout=0.2, recurrent_dropout=0.3, zoneout=LSTMCarry(h=0.1, c=0.4))
 
 
 @pytest.mark.slow
@@ -504,19 +509,19 @@ def test_recurrent_rates_are_unrolls_with_the_layers_key():
     params = random_params(cell, I)
     carry = random_carry(cell, params, seed=3)
     xs = normal((T, I), seed=1)
-    layer, last = recurrent(cell, **RATES), recurrent(cell, return_sequences=False, **RATES)
-    model = serial(recurrent(cell, **RATES), dense(2, param_dtype=F64))
+    layer, last = recurrent(cell, regularization=RATES), recurrent(cell, return_sequences=False, regularization=RATES)
+    model = serial(recurrent(cell, regularization=RATES), dense(2, param_dtype=F64))
     dense_params = random_params(dense(2, param_dtype=F64), H, seed=9)
     key = jax.random.key(1)
 
     @jax.jit
     def run(params, carry):
-        unrolled = lambda key: scanrnn.unroll(cell, params, xs, carry, length=4, key=key, **RATES)
+        unrolled = lambda key: scanrnn.unroll(cell, params, xs, carry, length=4, key=key, regularization=RATES)
         return (
             (layer.apply(params, xs, 4, key=key, carry=carry), unrolled(key)),
             (last.apply(params, xs, 4, carry=carry), unrolled(None)),  # evaluation: no key
             model.apply((params, dense_params), xs, 4, key=key),
-            scanrnn.unroll(cell, params, xs, length=4, key=jax.random.split(key, 2)[0], **RATES)[1],
+            scanrnn.unroll(cell, params, xs, length=4, key=jax.random.split(key, 2)[0], regularization=RATES)[1],
         )
 
     keyed, evaluated, model_ys, hidden = run(params, carry)
@@ -536,15 +541,15 @@ def test_bidirectional_rates_are_unroll_bidirectional_with_the_key():
     cell = scanrnn.gru(H, param_dtype=F64)
     params = stacked(random_params(cell, I, seed=1), random_params(cell, I, seed=2))
     xs = normal((T, I), seed=5)
-    rates = {"dropout": 0.25, "recurrent_dropout": 0.25, "zoneout": 0.2}
-    layer = bidirectional(cell, "concat", **rates)
+    rates = Regularization(dropout=0.25, recurrent_dropout=0.25, zoneout=0.2)
+    layer = bidirectional(cell, "concat", regularization=rates)
     key = jax.random.key(3)
 
     @jax.jit
     def run(params):
         return (
             layer.apply(params, xs, 4, key=key),
-            scanrnn.unroll_bidirectional(cell, params, xs, length=4, key=key, **rates)[1],
+            scanrnn.unroll_bidirectional(cell, params, xs, length=4, key=key, regularization=rates)[1],
         )
 
     keyed, want = run(params)
@@ -553,6 +558,6 @@ def test_bidirectional_rates_are_unroll_bidirectional_with_the_key():
 
 def test_recurrent_dropout_on_a_cell_without_recurrent_weights():
     cell = scanrnn.min_gru(H, param_dtype=F64)
-    layer = recurrent(cell, recurrent_dropout=0.2)
+    layer = recurrent(cell, regularization=Regularization(recurrent_dropout=0.2))
     with pytest.raises(ValueError, match="recurrent_dropout"):
         layer.apply(random_params(cell, I), normal((T, I), seed=1), key=jax.random.key(0))

@@ -1,4 +1,4 @@
-"""scanrnn.text: corpus split, vocabulary, unigram baseline, stateful evaluation and sampling.
+"""scanrnn.data.text: corpus split, vocabulary, unigram baseline, stateful evaluation and sampling.
 
 References: Python loops over characters (Counter, math.log2), a greedy decoder
 that re-reads the whole prefix with the stateless ``model.apply`` at every
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import scanrnn as sr
-from scanrnn import text
+from scanrnn import language_model
+from scanrnn.data import text
 
 V = 6  # a tiny vocabulary for the model tests: the unknown symbol and "abcde"
 
@@ -163,7 +164,7 @@ def greedy_by_loop(model, params, prime_ids, length):
 def test_sampling_at_a_low_temperature_is_greedy_decoding(char_model):
     model, params = char_model
     prime = [1, 5, 2, 3]
-    got = text.sample_ids(model, params, prime, 12, vocab_size=V, temperature=1e-6, key=jax.random.key(5))
+    got = language_model.sample_ids(model, params, prime, 12, vocab_size=V, temperature=1e-6, key=jax.random.key(5))
     expected = greedy_by_loop(model, params, prime, 12)
     assert got.tolist() == expected
     assert len(set(expected)) > 1  # not a constant output that any bug would also give
@@ -172,7 +173,7 @@ def test_sampling_at_a_low_temperature_is_greedy_decoding(char_model):
 def test_sampling_is_reproducible_and_depends_on_the_key(char_model):
     model, params = char_model
     vocab = text.Vocabulary(text.UNKNOWN + "abcde")
-    sample = lambda prime, seed, **kw: text.sample(  # noqa: E731
+    sample = lambda prime, seed, **kw: language_model.sample(  # noqa: E731
         model, params, vocab, prime, 12, temperature=1.0, key=jax.random.key(seed), **kw
     )
     a = sample("aebc", 0)  # the shapes of the greedy test: the same compiled program
@@ -188,7 +189,7 @@ def test_sampled_first_character_follows_the_tempered_softmax(char_model):
     model, params = char_model
     prime, temperature, n = jnp.array([2, 4], jnp.int32), 1.7, 2000
     keys = jax.random.split(jax.random.key(3), n)
-    draws = jax.vmap(lambda k: text._sample_ids(model, params, prime, temperature, k, length=1, vocab_size=V))(keys)
+    draws = jax.vmap(lambda k: language_model._sample_ids(model, params, prime, temperature, k, length=1, vocab_size=V))(keys)
     logits = np.asarray(model.apply(params, jax.nn.one_hot(prime, V, dtype=jnp.float64)))[-1]
     p = np.exp(logits / temperature - np.max(logits / temperature))
     p /= p.sum()
@@ -201,7 +202,7 @@ def test_stream_bits_per_char_equals_one_stateless_pass_per_stream(char_model):
     model, params = char_model
     batch_size = 2
     ids = np.random.default_rng(2).integers(0, V, size=47)
-    bits, count = text.stream_bits_per_char(model, params, ids, V, batch_size=batch_size, chunk_size=5)
+    bits, count = language_model.stream_bits_per_char(model, params, ids, V, batch_size=batch_size, chunk_size=5)
     inputs, targets = sr.train.stream_batches(ids, batch_size, 5)
     inputs, targets = np.asarray(inputs), np.asarray(targets)
     assert count == targets.size
@@ -223,7 +224,7 @@ def test_stream_bits_per_char_equals_one_stateless_pass_per_stream(char_model):
 def test_bad_temperature(char_model, temperature):
     model, params = char_model
     with pytest.raises(ValueError, match="temperature"):
-        text.sample_ids(model, params, [1], 3, vocab_size=V, temperature=temperature, key=jax.random.key(0))
+        language_model.sample_ids(model, params, [1], 3, vocab_size=V, temperature=temperature, key=jax.random.key(0))
 
 
 def test_bad_sampling_inputs(char_model):
@@ -231,22 +232,22 @@ def test_bad_sampling_inputs(char_model):
     vocab = text.Vocabulary(text.UNKNOWN + "abcde")
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="start symbol"):
-        text.sample(model, params, vocab, "", 3, key=key)
+        language_model.sample(model, params, vocab, "", 3, key=key)
     with pytest.raises(ValueError, match="start must be one character"):
-        text.sample(model, params, vocab, "a", 3, key=key, start="ab")
+        language_model.sample(model, params, vocab, "a", 3, key=key, start="ab")
     with pytest.raises(ValueError, match="length"):
-        text.sample(model, params, vocab, "a", 0, key=key)
+        language_model.sample(model, params, vocab, "a", 0, key=key)
     with pytest.raises(ValueError, match="prime_ids must lie"):
-        text.sample_ids(model, params, [1, V], 3, vocab_size=V, key=key)
+        language_model.sample_ids(model, params, [1, V], 3, vocab_size=V, key=key)
     with pytest.raises(ValueError, match="x must have shape"):  # the model's input is not the vocabulary
-        text.sample_ids(model, params, [1], 3, vocab_size=4, key=key)
+        language_model.sample_ids(model, params, [1], 3, vocab_size=4, key=key)
     small = sr.serial(sr.recurrent(sr.gru(3)), sr.dense(V - 1))  # nor is its output
     with pytest.raises(ValueError, match=rf"logits \[T, {V}\]"):
-        text.sample_ids(small, noise_params(small, V), [1], 3, vocab_size=V, key=key)
+        language_model.sample_ids(small, noise_params(small, V), [1], 3, vocab_size=V, key=key)
     with pytest.raises(ValueError, match="key"):
-        text.sample_ids(model, params, [1], 3, vocab_size=V, key=0)
+        language_model.sample_ids(model, params, [1], 3, vocab_size=V, key=0)
     with pytest.raises(ValueError, match=rf"ids must lie in \[0, {V}\)"):
-        text.stream_bits_per_char(model, params, [0, 1, V], V, batch_size=1, chunk_size=1)
+        language_model.stream_bits_per_char(model, params, [0, 1, V], V, batch_size=1, chunk_size=1)
 
 
 def test_bad_corpus_and_vocabulary_inputs():

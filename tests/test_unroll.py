@@ -25,8 +25,8 @@ from helpers import (
     random_carry,
     random_params,
 )
-from scanrnn import flip_valid, unroll, unroll_batch
-from scanrnn.unroll import hoist_default
+from scanrnn import Execution, flip_valid, unroll, unroll_batch
+from scanrnn.execution import ACCELERATOR
 
 H, I, T = 5, 3, 6
 F64 = jnp.float64
@@ -69,7 +69,7 @@ def test_unroll_matches_loop_and_reference(case_id, name, options):
 def test_unroll_option_does_not_change_results():
     cell, params = setup("lstm", {"peephole": True})
     xs = normal((T, I), seed=1)
-    carry, ys = unroll(cell, params, xs, length=4, unroll=4)  # T = 6: a remainder of 2 steps
+    carry, ys = unroll(cell, params, xs, length=4, execution=Execution(unroll=4))  # T = 6: a remainder of 2 steps
     want_carry, want_ys = loop(cell, params, xs[:4])
     assert_close(carry, want_carry)
     assert_close(ys[:4], want_ys)
@@ -205,7 +205,7 @@ def test_flip_valid_literal_values():
 
 
 # --------------------------------------------------------------------------
-# The input projection is one matmul outside the scan.
+# The input projection: one matmul outside the scan (hoist=True), or each step's inside it (the default).
 
 DOTS_INSIDE = {"gru-cho": 2}
 
@@ -216,10 +216,9 @@ def test_input_projection_is_hoisted(case_id, name, options, with_length):
     cell, params = setup(name, options)
     xs = normal((T, I), seed=1)
     length = 4 if with_length else None
-    # (The hand-written backward pass adds a product outside the scan; see test_fast_bptt.)
-    jaxpr = jax.make_jaxpr(lambda p, x: unroll(cell, p, x, length=length, backward="autodiff", hoist=True))(
-        params, xs
-    )
+    # (The hand-written backward pass adds a product outside the scan; see test_gated_backward.)
+    execution = Execution(backward="autodiff", hoist=True)
+    jaxpr = jax.make_jaxpr(lambda p, x: unroll(cell, p, x, length=length, execution=execution))(params, xs)
     assert count_primitive(jaxpr, "scan") == (1, 0)
     assert count_primitive(jaxpr, "dot_general") == (1, DOTS_INSIDE.get(case_id, 1))
     # The product outside is the [T, I] x [I, G*H] one (xs @ w_ih.T).
@@ -227,25 +226,37 @@ def test_input_projection_is_hoisted(case_id, name, options, with_length):
     assert [tuple(v.aval.shape) for v in dot.invars] == [(T, I), tuple(params.w_ih.shape[::-1])]
 
 
-@pytest.mark.parametrize("backward", ["hand", "autodiff"])
-def test_input_projection_inside_the_loop(backward):
+@pytest.mark.parametrize("execution", [Execution(backward="hand"), Execution(backward="autodiff")],
+                         ids=["hand", "autodiff"])
+def test_input_projection_inside_the_loop(execution, monkeypatch):
     cell, params = setup("lstm", {})
     xs = normal((T, I), seed=1)
-    jaxpr = jax.make_jaxpr(lambda p, x: unroll(cell, p, x, backward=backward, hoist=False))(params, xs)
+    jaxpr = jax.make_jaxpr(lambda p, x: unroll(cell, p, x, execution=execution._replace(hoist=False)))(params, xs)
     assert count_primitive(jaxpr, "scan") == (1, 0)
     # Both products of a step in the loop. Outside it: none for autodiff; the hand-written
-    # path's two zero-valued routing products of its weight gradients (see test_fast_bptt),
+    # path's two zero-valued routing products of its weight gradients (see test_gated_backward),
     # whose values nothing reads.
-    assert count_primitive(jaxpr, "dot_general") == ({"hand": 2, "autodiff": 0}[backward], 2)
-    hoisted = unroll(cell, params, xs, hoist=True, backward=backward)
-    np.testing.assert_allclose(unroll(cell, params, xs, hoist=False, backward=backward)[1], hoisted[1], rtol=1e-12)
-    assert hoist_default() is (jax.default_backend() != "cpu")
+    assert count_primitive(jaxpr, "dot_general") == ({"hand": 2, "autodiff": 0}[execution.backward], 2)
+    hoisted = unroll(cell, params, xs, execution=execution._replace(hoist=True))
+    np.testing.assert_allclose(
+        unroll(cell, params, xs, execution=execution._replace(hoist=False))[1], hoisted[1], rtol=1e-12
+    )
+    # In the loop is the default on every backend (what a CPU measured): Execution() itself.
+    assert Execution().hoist is False
+    if execution.backward == "autodiff":
+        for backend in ("cpu", "gpu"):
+            monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+            assert str(jax.make_jaxpr(lambda p, x: unroll(cell, p, x))(params, xs)) == str(jaxpr)
+    # ACCELERATOR hoists it: the [T, I] x [I, G*H] product is outside the scan.
+    accelerator = jax.make_jaxpr(lambda p, x: unroll(cell, p, x, execution=ACCELERATOR))(params, xs)
+    outside = [e for e in accelerator.jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert [(T, I), tuple(params.w_ih.shape[::-1])] in [[tuple(v.aval.shape) for v in e.invars] for e in outside]
 
 
 @pytest.mark.slow
 def test_user_cell_takes_generic_path_and_matches_loop():
     cell = elman(H)
-    assert cell.project is None and cell.step is None
+    assert scanrnn.kinds.kind(cell) == "generic"  # a Cell: no projection for unroll to hoist
     params = cell.init(jax.random.key(0), I)
     xs = normal((T, I), seed=1)
     h0 = normal((H,), seed=2)
@@ -302,13 +313,14 @@ def test_user_cell_with_pytree_carry_and_output():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("one_scan", [True, False])
+@pytest.mark.parametrize("execution", [Execution(one_scan=True), Execution(one_scan=False)],
+                         ids=["one_scan", "two_scans"])
 @pytest.mark.parametrize("length", [None, 4])
-def test_unroll_bidirectional_matches_two_unrolls(length, one_scan):
+def test_unroll_bidirectional_matches_two_unrolls(length, execution):
     cell = scanrnn.lstm(H, param_dtype=F64)
     params = jax.tree.map(lambda a, b: jnp.stack([a, b]), random_params(cell, I, seed=1), random_params(cell, I, seed=2))
     xs = normal((T, I), seed=3)
-    carries, ys = scanrnn.unroll_bidirectional(cell, params, xs, length=length, one_scan=one_scan)
+    carries, ys = scanrnn.unroll_bidirectional(cell, params, xs, length=length, execution=execution)
     p_fwd, p_bwd = jax.tree.map(lambda a: a[0], params), jax.tree.map(lambda a: a[1], params)
     c_fwd, y_fwd = unroll(cell, p_fwd, xs, length=length)
     c_bwd, y_bwd = unroll(cell, p_bwd, xs, length=length, reverse=True)

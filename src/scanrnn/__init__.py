@@ -2,32 +2,42 @@
 
 The whole API:
 
-- cells (:mod:`scanrnn.cells`): ``Cell(init, initial_carry, apply)`` made by
+- cells, in three kinds (:mod:`scanrnn.kinds`), each a NamedTuple of pure
+  functions of ONE example with ``apply(params, carry, x) -> (carry, y)``:
+  the generic ``Cell(init, initial_carry, apply)``; the ``GatedCell`` (input
+  projection, recurrent product, elementwise core) made by
   :func:`simple_rnn`, :func:`lstm`, :func:`gru`, :func:`layer_norm_rnn`,
-  :func:`layer_norm_lstm`; ``apply(params, carry, x) -> (carry, y)`` is one
-  step of ONE example. The parallel-scan cells :func:`min_gru` and
-  :func:`min_lstm` (:mod:`scanrnn.minimal`) and the classic Jordan, Elman
-  and NARX networks (:mod:`scanrnn.classic`) keep the same contract.
+  :func:`layer_norm_lstm` (:mod:`scanrnn.cells`) and :func:`jordan`,
+  :func:`elman`, :func:`narx` (:mod:`scanrnn.classic`); the ``LinearCell``
+  (``h = a * h + b``) made by :func:`min_gru`, :func:`min_lstm`
+  (:mod:`scanrnn.linear_cells`).
 - unrolling (:mod:`scanrnn.unroll`): :func:`unroll` over one sequence,
-  :func:`unroll_batch` over a batch, :func:`unroll_bidirectional`.
+  :func:`unroll_batch` over a batch; how the scan runs is one
+  :class:`Execution` (:mod:`scanrnn.execution`), the rates of dropout,
+  recurrent dropout and zoneout one :class:`Regularization`
+  (:mod:`scanrnn.regularization`).
 - layers and models (:mod:`scanrnn.layers`): ``Layer(init, apply,
-  initial_carry)`` made by :func:`recurrent`, :func:`bidirectional`,
-  :func:`dense`, :func:`dropout`, :func:`serial`, and :func:`causal_conv`
-  (:mod:`scanrnn.conv`); ``apply(params, xs, length=None, *, key=None,
-  carry=None)``, training with a key, stateful with a carry.
-- regularisation (:mod:`scanrnn.regularization`): the masks of dropout,
-  recurrent dropout and zoneout that :func:`unroll` draws from a key.
-- training (:mod:`scanrnn.train`), data (:mod:`scanrnn.data`), plots
-  (:mod:`scanrnn.plot`), PyTorch interop (:mod:`scanrnn.interop`), the first
-  seed's hand-written BPTT (:mod:`scanrnn.bptt`), gradient diagnostics
+  initial_carry)`` made by :func:`recurrent`, :func:`bidirectional` (with
+  :func:`unroll_bidirectional`), :func:`dense`, :func:`dropout`,
+  :func:`serial`, and :func:`causal_conv` (:mod:`scanrnn.conv`);
+  ``apply(params, xs, length=None, *, key=None, carry=None)``, training with
+  a key, stateful with a carry.
+- training (:mod:`scanrnn.train`), checkpoints (:mod:`scanrnn.checkpoint`),
+  data (:mod:`scanrnn.data`, with :mod:`scanrnn.data.text` and
+  :mod:`scanrnn.data.dates`), plots (:mod:`scanrnn.plot`), PyTorch interop
+  (:mod:`scanrnn.interop`), the first seed's hand-written BPTT as a teaching
+  reference (:mod:`scanrnn.teaching_bptt`), gradient diagnostics
   (:mod:`scanrnn.diagnostics`), connectionist temporal classification
   (:mod:`scanrnn.ctc`), encoder-decoders with attention and beam search
-  (:mod:`scanrnn.seq2seq`), character-level text (:mod:`scanrnn.text`) and
-  the dates of the translation study (:mod:`scanrnn.dates`).
+  (:mod:`scanrnn.seq2seq`), a character-level language model's evaluation
+  and sampling (:mod:`scanrnn.language_model`), the linear recurrences'
+  associative scans (:mod:`scanrnn.linear_scans`).
 """
 
+from .kinds import Cell, GatedCell, LinearCell
+from .execution import Execution
+from .regularization import Regularization
 from .cells import (
-    Cell,
     GRUParams,
     LayerNormLSTMParams,
     LayerNormRNNParams,
@@ -42,26 +52,30 @@ from .cells import (
     lstm,
     simple_rnn,
 )
-from .layers import DenseParams, Layer, RecurrentParams, bidirectional, dense, dropout, last_valid, recurrent, serial
-from .unroll import flip_valid, unroll, unroll_batch, unroll_bidirectional
+from .layers import (
+    DenseParams, Layer, RecurrentParams, bidirectional, dense, dropout, last_valid, recurrent, serial, unroll_bidirectional,
+)
+from .unroll import flip_valid, unroll, unroll_batch
 from .conv import ConvParams, causal_conv
 from .classic import elman, jordan, narx
-from .minimal import MinGRUParams, MinLSTMParams, min_gru, min_lstm
+from .linear_cells import MinGRUParams, MinLSTMParams, min_gru, min_lstm
 from . import (  # noqa: E402
-    bptt,
+    teaching_bptt,
     checkpoint,
     classic,
     conv,
     ctc,
     data,
-    dates,
     diagnostics,
+    execution,
     interop,
-    minimal,
+    kinds,
+    linear_scans,
+    linear_cells,
     plot,
     regularization,
     seq2seq,
-    text,
+    language_model,
     train,
 )
 
@@ -70,6 +84,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Cell",
     "ConvParams",
+    "Execution",
+    "Regularization",
+    "GatedCell",
+    "LinearCell",
     "DenseParams",
     "MinGRUParams",
     "MinLSTMParams",
@@ -84,27 +102,29 @@ __all__ = [
     "RNNCarry",
     "RNNParams",
     "bidirectional",
-    "bptt",
+    "teaching_bptt",
     "causal_conv",
     "checkpoint",
     "classic",
     "conv",
     "ctc",
     "data",
-    "dates",
     "diagnostics",
     "dropout",
     "elman",
+    "execution",
     "interop",
     "jordan",
-    "minimal",
+    "kinds",
+    "linear_scans",
+    "linear_cells",
     "narx",
     "min_gru",
     "min_lstm",
     "plot",
     "regularization",
     "seq2seq",
-    "text",
+    "language_model",
     "train",
     "dense",
     "flip_valid",

@@ -313,3 +313,78 @@ def layer(name: str, value):
         f"{name} must be a Layer (recurrent, bidirectional, dense, ...; wrap a cell in recurrent(...)), "
         f"got {type(value).__name__}"
     )
+
+
+def carry_like(expected, carry) -> None:
+    """``carry`` must have the structure, shapes and dtypes of ``expected`` (``initial_carry``'s :func:`jax.eval_shape`)."""
+    exp_leaves, exp_tree = jax.tree.flatten(expected)
+    leaves, tree = jax.tree.flatten(carry)
+    if tree != exp_tree:
+        raise ValueError(f"carry must have the structure of cell.initial_carry(params), {exp_tree}; got {tree}")
+    for e, g in zip(exp_leaves, leaves):
+        if tuple(jnp.shape(g)) != tuple(e.shape):
+            raise ValueError(
+                f"carry must have the shapes of cell.initial_carry(params), "
+                f"{[tuple(l.shape) for l in exp_leaves]}; got {[tuple(jnp.shape(l)) for l in leaves]}"
+            )
+    expected_dtypes, given_dtypes = dtype_names(exp_leaves), dtype_names(leaves)
+    if given_dtypes != expected_dtypes:
+        raise ValueError(
+            f"carry must have the dtypes of cell.initial_carry(params), {expected_dtypes}; got {given_dtypes}"
+        )
+
+
+# --------------------------------------------------------------------------
+# A cell's params, example and carry (the checks of the built-in cells).
+
+
+def shape(a) -> tuple:
+    return tuple(getattr(a, "shape", ()))
+
+
+def cell_params(name: str, params, cls, shapes) -> None:
+    """A cell's params: a ``cls`` with the shapes of ``shapes(I)``, ``I`` read off ``params.w_ih [G, I]``."""
+    if not isinstance(params, cls):
+        raise ValueError(f"{name} expects params of type {cls.__name__}, got {type(params).__name__}")
+    w_ih = shape(params.w_ih)
+    if len(w_ih) != 2:
+        raise ValueError(f"{name}: params.w_ih must have rank 2, got shape {w_ih}")
+    for field, expected in shapes(w_ih[1]).items():
+        given = shape(getattr(params, field))
+        if given != expected:
+            raise ValueError(f"{name}: params.{field} must have shape {expected}, got {given}")
+
+
+def example(name: str, x, kernel) -> None:
+    """``x`` must be one example ``[I]`` for ``kernel [G, I]``, of its dtype when floating."""
+    input_size = kernel.shape[1]
+    if shape(x) != (input_size,):
+        raise ValueError(
+            f"{name}: x must have shape ({input_size},) (one example, input_size from params), "
+            f"got {shape(x)}"
+        )
+    real_dtype(f"{name}: x", x)
+    dtype = jnp.result_type(x)
+    if jnp.issubdtype(dtype, jnp.floating) and dtype != kernel.dtype:
+        raise ValueError(
+            f"{name}: x must have the params' dtype {kernel.dtype}, got {dtype}; cast one of them"
+        )
+
+
+def cell_carry(name: str, carry, cls, hidden_size: int, dtype=None) -> None:
+    """``carry`` must be a ``cls`` of vectors ``[hidden_size]`` (of ``dtype``, the params', when given)."""
+    if not isinstance(carry, cls):
+        raise ValueError(f"{name} expects a carry of type {cls.__name__}, got {type(carry).__name__}")
+    for field, value in zip(cls._fields, carry):
+        if shape(value) != (hidden_size,):
+            raise ValueError(f"{name}: carry.{field} must have shape ({hidden_size},), got {shape(value)}")
+        carry_dtype(name, field, value, dtype)
+
+
+def carry_dtype(name: str, field: str, value, dtype) -> None:
+    """A carry leaf must have the params' dtype: another would change the scan's carry type, or its precision."""
+    if dtype is not None and jnp.result_type(value) != dtype:
+        raise ValueError(
+            f"{name}: carry.{field} must have the params' dtype {jnp.dtype(dtype)} (as initial_carry gives it), "
+            f"got {jnp.result_type(value)}; cast one of them"
+        )

@@ -1,31 +1,12 @@
-"""Recurrent cells as triples of pure functions.
+"""The built-in gated cells: simple (Elman), LSTM, GRU and the layer-normalised ones.
 
-Every cell is a :class:`Cell`, a NamedTuple of pure functions made by a
-factory (``lstm(hidden_size)``):
-
-- ``init(key, input_size) -> params``: a NamedTuple of arrays;
-- ``initial_carry(params) -> carry``: zeros, for ONE example;
-- ``apply(params, carry, x) -> (carry, y)``: one time step of ONE example,
-  ``x`` of shape ``[input_size]``.
-
-``apply`` is exactly the body of :func:`jax.lax.scan`; the reference
-semantics of a whole sequence is ``for x in xs: carry, y = apply(params,
-carry, x)``. Batches come from :func:`jax.vmap`, never from the cell.
-
-The built-in cells also split ``apply`` into two halves,
-``project(params, x) -> p`` (the input-to-hidden affine map, which does not
-depend on the carry) and ``step(params, carry, p) -> (carry, y)`` (the
-recurrent part), with ``apply(params, carry, x) == step(params, carry,
-project(params, x))``. :func:`scanrnn.unroll` uses them to compute the input
-projection of all time steps as one matrix product before the scan. A
-user-written cell may leave both as ``None``; it then takes the generic path.
-
-For regularisation (:mod:`scanrnn.regularization`) the built-in cells also
-have ``masked_step(params, carry, p, mask, keep)``: ``step`` with the
-recurrent dropout mask applied to ``h`` where it enters the recurrent
-product (``W_hh (h * mask.h)``; never the LSTM's cell state, nor the GRU's
-``z * h`` term) and zoneout of the carry, the output being the hidden state
-after zoneout.
+Each factory (``lstm(hidden_size)``) returns a
+:class:`scanrnn.kinds.GatedCell`: an input projection ``project(params, x)``,
+one recurrent product ``recurrent(params, carry)`` (``W_hh h``; the Cho GRU's
+reset gate acts before its products, so its ``recurrent`` hands the core
+``h`` and the core makes them) and an elementwise ``core``, from which
+``apply(params, carry, x) -> (carry, y)``, one step of ONE example, is
+derived. :mod:`scanrnn.kinds` states the contract.
 
 Weights follow the convention ``W x`` (shape ``[out, in]``) of the first seed
 and of PyTorch; gates are stacked along the first axis in PyTorch's order.
@@ -53,7 +34,6 @@ of the cell's type, shapes and the params' dtype) before any arithmetic.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -61,57 +41,10 @@ import jax.numpy as jnp
 from jax.nn import initializers
 
 from . import _checks
-from .regularization import zoneout_blend
+from .kinds import GatedCell
 
 Array = jax.Array
 Initializer = Callable[[Array, tuple, Any], Array]
-
-
-class Cell(NamedTuple):
-    """A recurrent cell: pure functions over ONE example.
-
-    Attributes:
-      init: ``(key, input_size) -> params``.
-      initial_carry: ``(params) -> carry``, zeros for one example.
-      apply: ``(params, carry, x) -> (carry, y)``, ``x`` of shape ``[input_size]``.
-      project: optional ``(params, x) -> p``, the carry-independent part of
-        ``apply``; hoisted out of the scan by :func:`scanrnn.unroll`.
-      step: optional ``(params, carry, p) -> (carry, y)``, the recurrent part,
-        with ``apply(params, carry, x) == step(params, carry, project(params, x))``.
-      parallel: optional ``(params, carry, ps, length) -> (carry, ys)``, the
-        whole sequence at once for cells whose recurrence can be evaluated in
-        parallel over time (a linear recurrence, by an associative scan).
-        ``ps`` is ``[T, ...]``, the stacked ``project`` of every step, and
-        ``length`` is ``None`` or an integer scalar; it must equal the scan
-        of ``step`` masked as :func:`scanrnn.unroll` masks it. When it is
-        set (with ``project``), :func:`scanrnn.unroll` calls it instead of
-        scanning ``step``. With zoneout (:mod:`scanrnn.regularization`)
-        :func:`scanrnn.unroll` passes the keyword ``keep``: a pytree with the
-        carry's structure whose leaves are ``[T, ...]`` booleans (training,
-        ``True`` keeps the previous value) or Python floats (evaluation, the
-        rates), to be applied as :func:`scanrnn.regularization.zoneout_blend`
-        applies them step by step.
-      masked_step: optional ``(params, carry, p, mask, keep) -> (carry, y)``,
-        ``step`` with recurrent dropout and zoneout; ``p`` is ``project(params,
-        x)`` (``x`` itself for a cell without ``project``). ``mask`` is
-        ``None`` or a pytree with the carry's structure (an inverted-dropout
-        mask per leaf) that the cell multiplies into the state where it
-        enters a recurrent weight product; ``keep`` is ``None`` or a zoneout
-        pytree as for ``parallel`` but of one step (leaves shaped like the
-        carry's, or floats). With both ``None`` it must equal ``step``. A
-        cell that has no recurrent weights raises a ValueError when given a
-        ``mask``. A cell without ``masked_step`` takes dropout and zoneout
-        (applied to its inputs and its carry by :func:`scanrnn.unroll`, the
-        output left as the cell returns it) but not recurrent dropout.
-    """
-
-    init: Callable
-    initial_carry: Callable
-    apply: Callable
-    project: Optional[Callable] = None
-    step: Optional[Callable] = None
-    parallel: Optional[Callable] = None
-    masked_step: Optional[Callable] = None
 
 
 # --------------------------------------------------------------------------
@@ -201,23 +134,20 @@ zeros = initializers.zeros
 ones = initializers.ones
 
 
-def _activation(name: str) -> Callable:
+def activation_function(name: str) -> Callable:
+    """The activation function called ``name``, one of :data:`ACTIVATIONS`; a ValueError otherwise."""
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]
 
 
-def _check_hidden_size(hidden_size) -> int:
-    return _checks.positive_int("hidden_size", hidden_size)
 
 
-def _check_input_size(input_size) -> int:
-    return _checks.positive_int("input_size", input_size)
 
 
-def _check_param_dtype(param_dtype):
-    """``param_dtype`` as a dtype; a non-floating one (int, complex, bool) or no dtype at all raises."""
-    return _checks.floating_dtype("param_dtype", param_dtype)
+
+
+
 
 
 def param_init(init: Initializer, param_dtype) -> Callable[[Array, tuple], Array]:
@@ -233,56 +163,19 @@ def param_init(init: Initializer, param_dtype) -> Callable[[Array, tuple], Array
     return lambda key, shape: jnp.asarray(init(key, shape, jnp.float32)).astype(param_dtype)
 
 
-def _shape(a) -> tuple:
-    return tuple(getattr(a, "shape", ()))
 
 
-def _check_params(name: str, params, cls, shapes: Callable[[int], dict]) -> None:
-    """Raise a ValueError unless ``params`` is a ``cls`` with the shapes of ``shapes(I)``."""
-    if not isinstance(params, cls):
-        raise ValueError(f"{name} expects params of type {cls.__name__}, got {type(params).__name__}")
-    w_ih = _shape(params.w_ih)
-    if len(w_ih) != 2:
-        raise ValueError(f"{name}: params.w_ih must have rank 2, got shape {w_ih}")
-    for field, expected in shapes(w_ih[1]).items():
-        given = _shape(getattr(params, field))
-        if given != expected:
-            raise ValueError(f"{name}: params.{field} must have shape {expected}, got {given}")
 
 
-def _check_x(name: str, x, kernel) -> None:
-    """``x`` must be one example ``[I]`` for ``kernel [G, I]``, of its dtype when floating."""
-    input_size = kernel.shape[1]
-    if _shape(x) != (input_size,):
-        raise ValueError(
-            f"{name}: x must have shape ({input_size},) (one example, input_size from params), "
-            f"got {_shape(x)}"
-        )
-    _checks.real_dtype(f"{name}: x", x)
-    dtype = jnp.result_type(x)
-    if jnp.issubdtype(dtype, jnp.floating) and dtype != kernel.dtype:
-        raise ValueError(
-            f"{name}: x must have the params' dtype {kernel.dtype}, got {dtype}; cast one of them"
-        )
 
 
-def _check_carry(name: str, carry, cls, hidden_size: int, dtype=None) -> None:
-    """``carry`` must be a ``cls`` of vectors ``[hidden_size]`` (of ``dtype``, the params', when given)."""
-    if not isinstance(carry, cls):
-        raise ValueError(f"{name} expects a carry of type {cls.__name__}, got {type(carry).__name__}")
-    for field, value in zip(cls._fields, carry):
-        if _shape(value) != (hidden_size,):
-            raise ValueError(f"{name}: carry.{field} must have shape ({hidden_size},), got {_shape(value)}")
-        _check_carry_dtype(name, field, value, dtype)
 
 
-def _check_carry_dtype(name: str, field: str, value, dtype) -> None:
-    """A carry leaf must have the params' dtype: another would change the scan's carry type, or its precision."""
-    if dtype is not None and jnp.result_type(value) != dtype:
-        raise ValueError(
-            f"{name}: carry.{field} must have the params' dtype {jnp.dtype(dtype)} (as initial_carry gives it), "
-            f"got {jnp.result_type(value)}; cast one of them"
-        )
+
+
+
+
+
 
 
 def _layer_norm(z: Array, scale: Array, offset: Optional[Array], epsilon: float) -> Array:
@@ -294,8 +187,7 @@ def _layer_norm(z: Array, scale: Array, offset: Optional[Array], epsilon: float)
     return out if offset is None else out + offset
 
 
-def _check_compute_dtype(compute_dtype) -> None:
-    _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
+
 
 
 def product(x: Array, w: Array, compute_dtype=None) -> Array:
@@ -317,45 +209,15 @@ def gate_projection(x: Array, w: Array, b: Array, gates: int, compute_dtype=None
     gives the same numbers. There XLA's CPU compiler turns the product into
     an outer product fused with the step's gate maths, and the GRU, which
     slices both it and the recurrent product per gate, ran its steps at
-    less than half speed (B=32, T=50, H=20: inference 816 against 333 us,
-    training 1,104 against 1,065 us); the slices of the concatenation fold
-    away. The LSTM adds the two products before it slices, and does not
-    use this: gate by gate its inference took 466 instead of 748 us but its
-    training step 1,570 instead of 1,224 us.
+    less than half speed; the slices of the concatenation fold away. The
+    LSTM adds the two products before it slices, and does not use this
+    (gate by gate its training step was the slower). The figures are in
+    BENCHMARKS.md ("One input feature").
     """
     if w.shape[-1] != 1:
         return product(x, w, compute_dtype) + b
     blocks = zip(jnp.split(w, gates), jnp.split(b, gates))
     return jnp.concatenate([product(x, w_g, compute_dtype) + b_g for w_g, b_g in blocks], axis=-1)
-
-
-class Recurrence(NamedTuple):
-    """What the hand-written backward pass needs of a built-in cell (see :func:`_make_cell`)."""
-
-    core: Callable  # core(params, carry, p, r)
-    product: Callable  # product(h, w_hh) -> r, the recurrent product
-
-
-# checked ``step`` of a built-in cell -> its :class:`Recurrence`; see
-# :func:`_make_cell`. Weak keys: a cell that is dropped leaves no entry behind.
-RECURRENT_CORES: "weakref.WeakKeyDictionary[Callable, Recurrence]" = weakref.WeakKeyDictionary()
-
-
-def core_step(core: Callable, params, carry, p, r, keep=None):
-    """``core(params, carry, p, r)`` followed by zoneout of the carry.
-
-    ``keep`` is ``None``, or a zoneout pytree of the carry's structure
-    (booleans or rates, see :func:`scanrnn.regularization.zoneout_blend`).
-    The output is then the hidden state after zoneout, ``carry.h``: the
-    cores of this module output their hidden state. The hand-written
-    backward pass differentiates this function, so that it and the cells'
-    ``masked_step`` compute one thing.
-    """
-    new, y = core(params, carry, p, r)
-    if keep is None:
-        return new, y
-    new = zoneout_blend(keep, carry, new)
-    return new, new.h
 
 
 def _make_cell(
@@ -366,47 +228,37 @@ def _make_cell(
     shapes: Callable[[int], dict],
     make_params: Callable[[Array, int], NamedTuple],
     project: Callable,
-    core: Optional[Callable] = None,
-    masked_step: Optional[Callable] = None,
+    core: Callable,
+    recurrent: Optional[Callable] = None,
+    matrices: tuple = ("w_ih", "w_hh"),
     compute_dtype=None,
-) -> Cell:
-    """Assemble a built-in :class:`Cell` with its shape checks.
+) -> GatedCell:
+    """Assemble a built-in :class:`scanrnn.kinds.GatedCell` with its shape checks.
 
-    ``project(params, x)`` and ``core(params, carry, p, r)`` are the unchecked
-    maths, where ``r = params.w_hh @ carry.h`` is the one recurrent matrix
-    product of a step and ``core`` is everything else (elementwise maths and
-    small params); ``core`` must not read ``params.w_ih`` or ``params.w_hh``.
-    ``step`` is ``core`` after that product, and ``masked_step`` is ``core``
-    after ``params.w_hh @ (carry.h * mask.h)``, then zoneout
-    (:func:`core_step`). This wraps them so that every public function
-    validates what it is given at trace time, and registers ``core`` for the
-    hand-written backward pass of :func:`scanrnn.unroll`. A cell whose step
-    is not of that form passes ``masked_step(params, carry, p, mask, keep)``
-    instead of ``core`` (its ``step`` is that with ``mask = keep = None``)
-    and is differentiated by autodiff through the scan.
+    ``project(params, x)``, ``recurrent(params, carry)`` and ``core(params,
+    carry, p, r)`` are the unchecked maths; ``recurrent`` defaults to the
+    one product ``W_hh h`` of ``carry.h``. ``project`` checks the params
+    and ``x`` before it runs, ``recurrent`` the params and the carry, so
+    ``apply`` checks everything it is given at trace time. ``core`` is left
+    unchecked: the hand-written backward pass calls it with the ``matrices``
+    set to ``None``.
 
     The products are written with the example's vector first, ``h @ W.T``:
     under :func:`jax.vmap` the batch then stays the leading, row-major axis
     of the product's result, which on a CPU saves XLA a transpose per step
-    and per stacked ``[T, B, G]`` array (measured in ``experiments/benchmarks``).
+    and per stacked ``[T, B, G]`` array (``experiments/benchmarks``).
     """
-    if (core is None) == (masked_step is None):
-        raise TypeError("_make_cell takes exactly one of core and masked_step")
-    if core is not None:
+    if recurrent is None:
 
-        def masked_step(params, carry, p, mask, keep):
-            h = carry.h if mask is None else carry.h * mask.h
-            return core_step(core, params, carry, p, product(h, params.w_hh, compute_dtype), keep)
-
-    def step(params, carry, p):
-        return masked_step(params, carry, p, None, None)
+        def recurrent(params, carry):
+            return product(carry.h, params.w_hh, compute_dtype)
 
     def check(params):
-        _check_params(name, params, params_cls, shapes)
+        _checks.cell_params(name, params, params_cls, shapes)
 
     def init(key, input_size):
         _checks.prng_key("key", key)
-        _check_input_size(input_size)
+        _checks.positive_int("input_size", input_size)
         params = make_params(key, input_size)
         check(params)
         return params
@@ -418,29 +270,15 @@ def _make_cell(
 
     def checked_project(params, x):
         check(params)
-        _check_x(name, x, params.w_ih)
+        _checks.example(name, x, params.w_ih)
         return project(params, x)
 
-    def checked_step(params, carry, p):
+    def checked_recurrent(params, carry):
         check(params)
-        _check_carry(name, carry, carry_cls, hidden_size, params.w_hh.dtype)
-        return step(params, carry, p)
+        _checks.cell_carry(name, carry, carry_cls, hidden_size, params.w_hh.dtype)
+        return recurrent(params, carry)
 
-    def checked_masked_step(params, carry, p, mask, keep):
-        check(params)
-        _check_carry(name, carry, carry_cls, hidden_size, params.w_hh.dtype)
-        return masked_step(params, carry, p, mask, keep)
-
-    def apply(params, carry, x):
-        # Every check before any arithmetic.
-        check(params)
-        _check_x(name, x, params.w_ih)
-        _check_carry(name, carry, carry_cls, hidden_size, params.w_hh.dtype)
-        return step(params, carry, project(params, x))
-
-    if core is not None:
-        RECURRENT_CORES[checked_step] = Recurrence(core, lambda h, w: product(h, w, compute_dtype))
-    return Cell(init, initial_carry, apply, checked_project, checked_step, None, checked_masked_step)
+    return GatedCell(init, initial_carry, checked_project, checked_recurrent, core, matrices)
 
 
 def _keys(key, n):
@@ -460,7 +298,7 @@ def simple_rnn(
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
     compute_dtype=None,
-) -> Cell:
+) -> GatedCell:
     r"""The simple (Elman) recurrent cell.
 
     .. math::
@@ -479,10 +317,10 @@ def simple_rnn(
     >>> y.shape
     (4,)
     """
-    H = _check_hidden_size(hidden_size)
-    _check_compute_dtype(compute_dtype)
-    phi = _activation(activation)
-    param_dtype = _check_param_dtype(param_dtype)
+    H = _checks.positive_int("hidden_size", hidden_size)
+    _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
+    phi = activation_function(activation)
+    param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     kernel, recurrent, bias = (param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init))
 
     def shapes(I):
@@ -513,7 +351,7 @@ def lstm(
     peephole_init: Initializer = zeros,
     param_dtype=jnp.float32,
     compute_dtype=None,
-) -> Cell:
+) -> GatedCell:
     r"""Long short-term memory, in PyTorch's gate order (i, f, g, o).
 
     .. math::
@@ -540,11 +378,11 @@ def lstm(
     >>> carry.c.shape
     (4,)
     """
-    H = _check_hidden_size(hidden_size)
+    H = _checks.positive_int("hidden_size", hidden_size)
     peephole = _checks.flag("peephole", peephole)
     forget_bias = _checks.finite_real("forget_bias", forget_bias)
-    _check_compute_dtype(compute_dtype)
-    param_dtype = _check_param_dtype(param_dtype)
+    _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
+    param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     kernel, recurrent, bias, peep = (
         param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init, peephole_init)
     )
@@ -591,7 +429,7 @@ def gru(
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
     compute_dtype=None,
-) -> Cell:
+) -> GatedCell:
     r"""Gated recurrent unit, gates stacked (r, z, n) as in PyTorch.
 
     .. math::
@@ -617,10 +455,10 @@ def gru(
     >>> cell.apply(params, cell.initial_carry(params), jnp.ones(3))[1].shape
     (4,)
     """
-    H = _check_hidden_size(hidden_size)
+    H = _checks.positive_int("hidden_size", hidden_size)
     reset_after = _checks.flag("reset_after", reset_after)
-    _check_compute_dtype(compute_dtype)
-    param_dtype = _check_param_dtype(param_dtype)
+    _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
+    param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     kernel, recurrent, bias = (param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init))
 
     def shapes(I):
@@ -648,24 +486,26 @@ def gru(
         h = (1.0 - z) * n + z * carry.h
         return RNNCarry(h), h
 
-    def cho_masked_step(params, carry, p, mask, keep):
-        # The reset gate acts before the product, so it is two products.
-        # Recurrent dropout masks h in both; z * h_prev stays unmasked.
-        h_prev = carry.h
-        h_in = h_prev if mask is None else h_prev * mask.h
+    def cho_recurrent(params, carry):
+        return carry.h  # the reset gate acts before the products, which the core makes
+
+    def cho_core(params, carry, p, h_in):
+        # Two products, r * h entering the second; h_in is carry.h, times the
+        # recurrent dropout mask if there is one; z * h_prev stays unmasked.
         x_r, x_z, x_n = jnp.split(p, 3)
         h_r, h_z = jnp.split(product(h_in, params.w_hh[: 2 * H], compute_dtype) + params.b_hh[: 2 * H], 2)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
         n = jnp.tanh(x_n + product(r * h_in, params.w_hh[2 * H :], compute_dtype) + params.b_hh[2 * H :])
-        h = (1.0 - z) * n + z * h_prev
-        if keep is not None:
-            h = zoneout_blend(keep, carry, RNNCarry(h)).h
+        h = (1.0 - z) * n + z * carry.h
         return RNNCarry(h), h
 
     if reset_after:
-        return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, core=core, compute_dtype=compute_dtype)
-    return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, masked_step=cho_masked_step, compute_dtype=compute_dtype)
+        return _make_cell("gru", H, GRUParams, RNNCarry, shapes, make_params, project, core, compute_dtype=compute_dtype)
+    return _make_cell(
+        "gru", H, GRUParams, RNNCarry, shapes, make_params, project,
+        cho_core, cho_recurrent, ("w_ih",), compute_dtype,
+    )
 
 
 def layer_norm_rnn(
@@ -679,7 +519,7 @@ def layer_norm_rnn(
     scale_init: Initializer = ones,
     param_dtype=jnp.float32,
     compute_dtype=None,
-) -> Cell:
+) -> GatedCell:
     r"""The second seed's ``LNSimpleRNNCell``: layer norm before the activation.
 
     .. math::
@@ -696,11 +536,11 @@ def layer_norm_rnn(
     ``b [H]``, ``ln_scale [H]`` (gamma), ``ln_offset [H]`` (beta).
     Carry (:class:`RNNCarry`): ``h [H]``.
     """
-    H = _check_hidden_size(hidden_size)
+    H = _checks.positive_int("hidden_size", hidden_size)
     epsilon = _checks.positive_number("epsilon", epsilon)
-    _check_compute_dtype(compute_dtype)
-    phi = _activation(activation)
-    param_dtype = _check_param_dtype(param_dtype)
+    _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
+    phi = activation_function(activation)
+    param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     kernel, recurrent, bias, scale = (
         param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init, scale_init)
     )
@@ -739,7 +579,7 @@ def layer_norm_lstm(
     scale_init: Initializer = ones,
     param_dtype=jnp.float32,
     compute_dtype=None,
-) -> Cell:
+) -> GatedCell:
     r"""Layer-normalised LSTM after Ba, Kiros and Hinton (2016), gates (i, f, g, o).
 
     .. math::
@@ -760,11 +600,11 @@ def layer_norm_lstm(
     ``b [4H]``, ``ln_x_scale [4H]``, ``ln_h_scale [4H]``, ``ln_c_scale [H]``,
     ``ln_c_offset [H]``. Carry (:class:`LSTMCarry`): ``h [H]``, ``c [H]``.
     """
-    H = _check_hidden_size(hidden_size)
+    H = _checks.positive_int("hidden_size", hidden_size)
     forget_bias = _checks.finite_real("forget_bias", forget_bias)
     epsilon = _checks.positive_number("epsilon", epsilon)
-    _check_compute_dtype(compute_dtype)
-    param_dtype = _check_param_dtype(param_dtype)
+    _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
+    param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     kernel, recurrent, bias, scale = (
         param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init, scale_init)
     )

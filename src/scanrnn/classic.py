@@ -1,8 +1,8 @@
 r"""The partially recurrent networks of the second seed: Jordan, Elman and NARX.
 
-Each factory returns a :class:`scanrnn.Cell` with the contract of
-:mod:`scanrnn.cells` (``init``, ``initial_carry``, ``apply`` over ONE example,
-plus ``project`` and ``step``), so the cells run in :func:`scanrnn.unroll`,
+Each factory returns a :class:`scanrnn.kinds.GatedCell` (an input
+projection, the product of what is fed back, an elementwise core; ``apply``
+over ONE example derived from them), so the cells run in :func:`scanrnn.unroll`,
 :func:`scanrnn.recurrent`, :func:`scanrnn.serial` and :func:`scanrnn.train.fit`
 unchanged. Unlike the cells of :mod:`scanrnn.cells`, each includes its linear
 output layer: its ``y`` is the network's output ``[O]``, because in the
@@ -48,8 +48,8 @@ import jax.numpy as jnp
 
 from . import _checks
 from . import cells as _cells
-from .cells import Cell, Initializer, glorot_uniform, orthogonal, zeros
-from .regularization import zoneout_blend
+from .cells import Initializer, glorot_uniform, orthogonal, zeros
+from .kinds import GatedCell
 
 Array = jax.Array
 
@@ -117,10 +117,10 @@ def _check_carry(name: str, carry, cls, expected: dict, dtype) -> None:
         raise ValueError(f"{name} expects a carry of type {cls.__name__}, got {type(carry).__name__}")
     for field, shape in expected.items():
         value = getattr(carry, field)
-        given = _cells._shape(value)
+        given = _checks.shape(value)
         if given != shape:
             raise ValueError(f"{name}: carry.{field} must have shape {shape}, got {given}")
-        _cells._check_carry_dtype(name, field, value, dtype)
+        _checks.carry_dtype(name, field, value, dtype)
 
 
 def _make_cell(
@@ -131,25 +131,27 @@ def _make_cell(
     carry_shapes: Callable[[int], dict],
     make_params: Callable[[Array, int], NamedTuple],
     project: Callable,
-    masked_step: Callable,
-) -> Cell:
-    """A :class:`Cell` from the unchecked ``project`` and ``masked_step``, checking what each is given.
+    recurrent: Callable,
+    core: Callable,
+    matrices: tuple,
+) -> GatedCell:
+    """A :class:`scanrnn.kinds.GatedCell` from the unchecked maths, checking what it is given.
 
     ``shapes(I)`` and ``carry_shapes(I)`` give the params' and the carry's
     field shapes for input size ``I`` (read off ``params.w_ih [H, I]``).
-    ``masked_step(params, carry, p, mask)`` is one step with the recurrent
-    dropout mask (a carry-structured pytree, or ``None``); the cell's
-    ``step`` is it with ``mask=None``, and its ``masked_step`` adds zoneout of
-    the carry (:func:`scanrnn.regularization.zoneout_blend`).
+    ``recurrent(params, carry)`` is the product of what is fed back through
+    a learned weight (recurrent dropout masks it there); ``core(params,
+    carry, p, r)`` is the rest of the step, output layer included, so the
+    cell's ``y`` is not its carry (``emits_state=False``).
     """
 
     def check(params) -> int:
-        _cells._check_params(name, params, params_cls, shapes)
+        _checks.cell_params(name, params, params_cls, shapes)
         return params.w_ih.shape[1]
 
     def init(key, input_size):
         _checks.prng_key("key", key)
-        _cells._check_input_size(input_size)
+        _checks.positive_int("input_size", input_size)
         params = make_params(key, input_size)
         check(params)
         return params
@@ -161,27 +163,15 @@ def _make_cell(
 
     def checked_project(params, x):
         check(params)
-        _cells._check_x(name, x, params.w_ih)
+        _checks.example(name, x, params.w_ih)
         return project(params, x)
 
-    def checked_masked_step(params, carry, p, mask, keep):
+    def checked_recurrent(params, carry):
         input_size = check(params)
         _check_carry(name, carry, carry_cls, carry_shapes(input_size), params.w_ih.dtype)
-        new, y = masked_step(params, carry, p, mask)
-        if keep is not None:
-            new = zoneout_blend(keep, carry, new)
-        return new, y
+        return recurrent(params, carry)
 
-    def checked_step(params, carry, p):
-        return checked_masked_step(params, carry, p, None, None)
-
-    def apply(params, carry, x):
-        input_size = check(params)
-        _cells._check_x(name, x, params.w_ih)
-        _check_carry(name, carry, carry_cls, carry_shapes(input_size), params.w_ih.dtype)  # before any arithmetic
-        return checked_step(params, carry, project(params, x))
-
-    return Cell(init, initial_carry, apply, checked_project, checked_step, None, checked_masked_step)
+    return GatedCell(init, initial_carry, checked_project, checked_recurrent, core, matrices, False)
 
 
 def _output_layer(params, h, mm):
@@ -191,17 +181,17 @@ def _output_layer(params, h, mm):
 
 def _products(compute_dtype) -> Callable[[Array, Array], Array]:
     """``mm(x, w) = x @ w.T``, in ``compute_dtype`` when one is given (:func:`scanrnn.cells.product`)."""
-    _cells._check_compute_dtype(compute_dtype)
+    _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
     return lambda x, w: _cells.product(x, w, compute_dtype)
 
 
 def _check_sizes(hidden_size, output_size) -> tuple[int, int]:
-    return _cells._check_hidden_size(hidden_size), _checks.positive_int("output_size", output_size)
+    return _checks.positive_int("hidden_size", hidden_size), _checks.positive_int("output_size", output_size)
 
 
 def _initializers(param_dtype, *inits):
     """Each ``init(key, shape, dtype)`` as ``(key, shape) -> params of param_dtype`` (:func:`scanrnn.cells.param_init`)."""
-    param_dtype = _cells._check_param_dtype(param_dtype)
+    param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     return tuple(_cells.param_init(init, param_dtype) for init in inits)
 
 
@@ -220,7 +210,7 @@ def jordan(
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
     compute_dtype=None,
-) -> Cell:
+) -> GatedCell:
     r"""A Jordan network (Jordan 1986): the outputs are fed back through a decaying state unit.
 
     .. math::
@@ -254,7 +244,7 @@ def jordan(
     H, O = _check_sizes(hidden_size, output_size)
     mm = _products(compute_dtype)
     alpha = _checks.rate("alpha", alpha)
-    phi = _cells._activation(activation)
+    phi = _cells.activation_function(activation)
     kernel, recurrent, bias = _initializers(param_dtype, kernel_init, recurrent_init, bias_init)
 
     def shapes(I):
@@ -273,14 +263,15 @@ def jordan(
     def project(params, x):
         return mm(x, params.w_ih) + params.b
 
-    def step(params, carry, p, mask):
-        mu = carry.memory
-        h = phi(p + mm(mu if mask is None else mu * mask.memory, params.w_mh))
-        y = _output_layer(params, h, mm)
-        return JordanCarry(alpha * mu + y), y
+    def feedback(params, carry):
+        return mm(carry.memory, params.w_mh)
+
+    def core(params, carry, p, r):
+        y = _output_layer(params, phi(p + r), mm)
+        return JordanCarry(alpha * carry.memory + y), y
 
     return _make_cell("jordan", JordanParams, JordanCarry, shapes, lambda I: {"memory": (O,)},
-                      make_params, project, step)
+                      make_params, project, feedback, core, ("w_ih", "w_mh"))
 
 
 def elman(
@@ -293,7 +284,7 @@ def elman(
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
     compute_dtype=None,
-) -> Cell:
+) -> GatedCell:
     r"""An Elman network (Elman 1990): the hidden state is copied into context units.
 
     .. math::
@@ -316,7 +307,7 @@ def elman(
     """
     H, O = _check_sizes(hidden_size, output_size)
     mm = _products(compute_dtype)
-    phi = _cells._activation(activation)
+    phi = _cells.activation_function(activation)
     kernel, recurrent, bias = _initializers(param_dtype, kernel_init, recurrent_init, bias_init)
 
     def shapes(I):
@@ -335,13 +326,15 @@ def elman(
     def project(params, x):
         return mm(x, params.w_ih) + params.b
 
-    def step(params, carry, p, mask):
-        context = carry.context if mask is None else carry.context * mask.context
-        h = phi(p + mm(context, params.w_hh))
+    def feedback(params, carry):
+        return mm(carry.context, params.w_hh)
+
+    def core(params, carry, p, r):
+        h = phi(p + r)
         return ElmanCarry(h), _output_layer(params, h, mm)
 
     return _make_cell("elman", ElmanParams, ElmanCarry, shapes, lambda I: {"context": (H,)},
-                      make_params, project, step)
+                      make_params, project, feedback, core, ("w_ih", "w_hh"))
 
 
 def narx(
@@ -355,7 +348,7 @@ def narx(
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
     compute_dtype=None,
-) -> Cell:
+) -> GatedCell:
     r"""A NARX network (Lin, Horne, Tino and Giles 1996): delay lines of inputs and outputs.
 
     .. math::
@@ -382,7 +375,7 @@ def narx(
     H, O = _check_sizes(hidden_size, output_size)
     mm = _products(compute_dtype)
     k = _checks.positive_int("k", k)
-    phi = _cells._activation(activation)
+    phi = _cells.activation_function(activation)
     kernel, recurrent, bias = _initializers(param_dtype, kernel_init, recurrent_init, bias_init)
 
     def shapes(I):
@@ -402,10 +395,12 @@ def narx(
     def project(params, x):
         return mm(x, params.w_ih) + params.b, x
 
-    def step(params, carry, p, mask):
+    def feedback(params, carry):
+        return mm(carry.outputs.reshape(-1), params.w_yh)  # the fed-back outputs; the inputs are not recurrent
+
+    def core(params, carry, p, r):
         current, x = p
-        outputs = carry.outputs if mask is None else carry.outputs * mask.outputs
-        h = phi(current + mm(carry.inputs.reshape(-1), params.w_xh) + mm(outputs.reshape(-1), params.w_yh))
+        h = phi(current + mm(carry.inputs.reshape(-1), params.w_xh) + r)
         y = _output_layer(params, h, mm)
         # Shift both delay lines by one step, the newest value first.
         inputs = jnp.concatenate([x[None], carry.inputs[:-1]])
@@ -413,4 +408,4 @@ def narx(
         return NARXCarry(inputs, outputs), y
 
     return _make_cell("narx", NARXParams, NARXCarry, shapes, lambda I: {"inputs": (k, I), "outputs": (k, O)},
-                      make_params, project, step)
+                      make_params, project, feedback, core, ("w_ih", "w_yh"))

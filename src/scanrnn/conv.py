@@ -140,15 +140,15 @@ def causal_conv(
     if not isinstance(padding, str) or padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     kernel_init = conv_glorot_uniform if kernel_init is None else kernel_init
-    param_dtype = _cells._check_param_dtype(param_dtype)
+    param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     kernel, bias = _cells.param_init(kernel_init, param_dtype), _cells.param_init(bias_init, param_dtype)
-    phi = (lambda z: z) if activation is None else _cells._activation(activation)
+    phi = (lambda z: z) if activation is None else _cells.activation_function(activation)
     span = dilation * (kernel_size - 1)  # the window reaches this many steps back
     left = span if padding == "causal" else 0
 
     def init(key, input_size):
         _checks.prng_key("key", key)
-        _cells._check_input_size(input_size)
+        _checks.positive_int("input_size", input_size)
         k1, k2 = jax.random.split(key)
         return ConvParams(kernel(k1, (features, input_size, kernel_size)), bias(k2, (features,)))
 

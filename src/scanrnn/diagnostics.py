@@ -138,13 +138,7 @@ def hidden_state_gradients(
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             raise ValueError(f"the carry's leaves must be floating-point to be differentiated, got dtype {jnp.result_type(leaf)}")
 
-    project = getattr(cell, "project", None)
-    step = getattr(cell, "step", None)
-    if project is not None and step is not None:
-        inputs = jax.vmap(project, in_axes=(None, 0))(params, xs)
-        body = step
-    else:
-        inputs, body = xs, cell.apply
+    inputs, body = xs, cell.apply
 
     def loss_of(eps):
         def scan_body(c, inp):

@@ -1,21 +1,24 @@
-"""PyTorch interop: run a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` as a scanrnn model.
+"""PyTorch interop: a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` as a scanrnn model.
 
-:func:`from_torch` converts a PyTorch recurrent module into a
-``(model, params)`` pair. ``model`` is a :class:`scanrnn.Layer` whose
-``apply`` mirrors the module's ``forward`` (same layouts, same results);
-``params`` is a tuple with one entry per torch layer, in the layout of the
-scanrnn cells, so the same arrays can be reused in a :func:`scanrnn.serial`
-model of :func:`scanrnn.recurrent` / :func:`scanrnn.bidirectional` layers.
+:func:`from_torch` converts a PyTorch recurrent module into a ``(model,
+params)`` pair of ordinary scanrnn objects: ``model`` is a
+:func:`scanrnn.serial` of one :func:`scanrnn.recurrent` (or
+:func:`scanrnn.bidirectional`) layer per torch layer, over ONE sequence
+``[T, I]`` like every scanrnn model, and ``params`` a tuple with one entry
+per layer in the layout of the scanrnn cells. :func:`torch_forward` is a
+thin adapter on top of that model for code written against the module's own
+``forward``: batches in torch's layouts, ``h_0``/``h_n`` stacked over layers
+and directions.
 
-PyTorch is imported only when :func:`from_torch` is called; importing this
-module does not import it.
+PyTorch is imported only when :func:`from_torch` or :func:`torch_forward`
+is called; importing this module does not import it.
 
-Layouts
--------
+Layouts of :func:`torch_forward`
+--------------------------------
 
-``model.apply(params, x, hx=None, length=None)`` takes and returns arrays in
-the module's layout (``L`` layers, ``D`` = 2 if bidirectional else 1,
-hidden size ``H``):
+``forward(params, x, hx=None, length=None)`` takes and returns arrays in the
+module's layout (``L`` layers, ``D`` = 2 if bidirectional else 1, hidden
+size ``H``):
 
 - ``x``: ``[B, T, I]`` if ``batch_first`` else ``[T, B, I]``, or one
   unbatched sequence ``[T, I]``;
@@ -32,9 +35,11 @@ hidden size ``H``):
   the state after each example's last valid step (for the reverse
   direction: after reading the whole valid part backwards).
 
-Internally each example runs on its own (:func:`jax.vmap` adds the batch)
-and each layer is one :func:`scanrnn.unroll` (or one
-:func:`scanrnn.unroll_bidirectional`).
+Each example runs through ``model.apply(params, x, length, carry=...)``
+(:func:`jax.vmap` adds the batch).
+
+Params
+------
 
 ``params[l]`` is the cell's params (:class:`scanrnn.RNNParams`,
 :class:`scanrnn.LSTMParams`, :class:`scanrnn.GRUParams`) for a
@@ -67,10 +72,11 @@ import jax
 import jax.numpy as jnp
 
 from . import cells as _cells
-from .layers import Layer, bidirectional
-from .unroll import check_length, check_lengths, unroll, unroll_bidirectional
+from .kinds import Cell
+from .layers import Layer, bidirectional, recurrent, serial
+from .unroll import check_length, check_lengths
 
-__all__ = ["from_torch"]
+__all__ = ["from_torch", "torch_forward"]
 
 ACCEPTED = "torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU"
 
@@ -106,7 +112,7 @@ def _to_jax(tensor, dtype):
     return jnp.asarray(t.numpy(), dtype=dtype)
 
 
-def _make_cell(mode: str, hidden_size: int, dtype) -> _cells.Cell:
+def _make_cell(mode: str, hidden_size: int, dtype) -> Cell:
     if mode == "LSTM":
         return _cells.lstm(hidden_size, param_dtype=dtype)
     if mode == "GRU":
@@ -130,71 +136,62 @@ def _layer_params(module, mode: str, layer: int, suffix: str, dtype, has_bias: b
     return cls(w_ih, w_hh, b_ih + b_hh)
 
 
-def from_torch(module) -> tuple[Layer, tuple]:
-    """Convert a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` to ``(model, params)``.
-
-    Any ``num_layers``, ``bidirectional`` and ``batch_first``; ``bias=False``
-    gives zero biases; the RNN's ``nonlinearity`` (``"tanh"`` or ``"relu"``)
-    selects :func:`scanrnn.simple_rnn`'s activation. An LSTM with
-    ``proj_size > 0`` is not supported. Dropout is ignored: the model matches
-    the module in eval mode. See the module docstring for the layouts.
-
-    Returns:
-      ``model``: a :class:`scanrnn.Layer` with
-
-      - ``model.apply(params, x, hx=None, length=None)`` -> ``(output, h_n)``
-        (LSTM: ``(output, (h_n, c_n))``), the module's ``forward`` on the
-        same layouts; ``length`` plays the part of ``pack_padded_sequence``
-        (outputs past it are zeros, states are those after the last valid
-        step);
-      - ``model.init(key, input_size)`` -> fresh params of the same
-        structure, from the scanrnn cells' initialisers.
-
-      ``params``: a tuple with one entry per layer: the cell's params, or
-      for a bidirectional layer the same NamedTuple with each leaf stacked on
-      a leading axis of 2 (forward, reverse), which is what
-      :func:`scanrnn.recurrent` / :func:`scanrnn.bidirectional` take.
-
-    Example::
-
-        import torch, jax.numpy as jnp, scanrnn
-        from scanrnn.interop import from_torch
-
-        module = torch.nn.LSTM(5, 6, num_layers=2, bidirectional=True, batch_first=True)
-        model, params = from_torch(module)
-        x = jnp.ones((3, 7, 5))                                # [B, T, I]
-        out, (h_n, c_n) = model.apply(params, x, length=jnp.array([7, 4, 2]))
-        out.shape, h_n.shape                                   # (3, 7, 12), (4, 3, 6)
-
-        # The same params in a scanrnn model of one sequence:
-        cell = scanrnn.lstm(6)
-        net = scanrnn.serial(scanrnn.bidirectional(cell), scanrnn.bidirectional(cell))
-        ys = net.apply(params, x[1], length=4)                 # == out[1]
-    """
+def _config(module):
+    """``(mode, num_layers, hidden_size, directions, batch_first, bias, dtype)`` of an accepted module."""
     import torch
 
     nn = torch.nn
     if not isinstance(module, (nn.RNN, nn.LSTM, nn.GRU)):
         raise ValueError(f"from_torch accepts {ACCEPTED}, got {type(module).__name__}")
     mode = module.mode
-    if mode not in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"):
-        raise ValueError(f"from_torch: unsupported recurrent mode {mode!r} (accepts {ACCEPTED})")
-    if getattr(module, "proj_size", 0) > 0:
+    if mode == "LSTM" and getattr(module, "proj_size", 0):
         raise ValueError(
             f"from_torch: LSTM with proj_size > 0 is unsupported (got proj_size={module.proj_size})"
         )
-
-    num_layers = int(module.num_layers)
-    H = int(module.hidden_size)
-    input_size = int(module.input_size)
-    D = 2 if module.bidirectional else 1
-    batch_first = bool(module.batch_first)
-    has_bias = bool(module.bias)
     dtype = _jax_dtype(module.weight_ih_l0.dtype)
-    cell = _make_cell(mode, H, dtype)
-    is_lstm = mode == "LSTM"
-    carry_cls = _cells.LSTMCarry if is_lstm else _cells.RNNCarry
+    D = 2 if module.bidirectional else 1
+    return mode, int(module.num_layers), int(module.hidden_size), D, bool(module.batch_first), bool(module.bias), dtype
 
+
+def _model(mode: str, num_layers: int, hidden_size: int, directions: int, dtype) -> Layer:
+    cell = _make_cell(mode, hidden_size, dtype)
+    layer = recurrent(cell) if directions == 1 else bidirectional(cell)
+    return serial(*([layer] * num_layers))
+
+
+def from_torch(module) -> tuple[Layer, tuple]:
+    """Convert a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` to an ordinary scanrnn ``(model, params)``.
+
+    Any ``num_layers`` and ``bidirectional``; ``bias=False`` gives zero
+    biases; the RNN's ``nonlinearity`` (``"tanh"`` or ``"relu"``) selects
+    :func:`scanrnn.simple_rnn`'s activation. An LSTM with ``proj_size > 0``
+    is not supported. Dropout is ignored: the model matches the module in
+    eval mode. ``batch_first`` concerns only :func:`torch_forward`.
+
+    Returns:
+      ``model``: ``serial(recurrent(cell), ...)`` (``bidirectional(cell)``
+      for a bidirectional module, whose outputs are the two directions
+      concatenated, forward first), one layer per torch layer: a
+      :class:`scanrnn.Layer` over ONE sequence, ``model.apply(params, xs [T,
+      I], length=None, *, carry=None)``, as every scanrnn model.
+
+      ``params``: a tuple with one entry per layer: the cell's params, or
+      for a bidirectional layer the same NamedTuple with each leaf stacked on
+      a leading axis of 2 (forward, reverse).
+
+    Example::
+
+        import torch, jax, jax.numpy as jnp
+        from scanrnn.interop import from_torch, torch_forward
+
+        module = torch.nn.LSTM(5, 6, num_layers=2, bidirectional=True, batch_first=True)
+        model, params = from_torch(module)
+        x = jnp.ones((3, 7, 5))                                # [B, T, I]
+        ys = model.apply(params, x[1], length=4)               # one sequence: [7, 12]
+        out, (h_n, c_n) = torch_forward(module)(params, x, length=jnp.array([7, 4, 2]))
+        out.shape, h_n.shape                                   # (3, 7, 12), (4, 3, 6); out[1] == ys
+    """
+    mode, num_layers, H, D, _, has_bias, dtype = _config(module)
     params = []
     for k in range(num_layers):
         directions = [_layer_params(module, mode, k, s, dtype, has_bias) for s in ["", "_reverse"][:D]]
@@ -202,16 +199,22 @@ def from_torch(module) -> tuple[Layer, tuple]:
             params.append(directions[0])
         else:
             params.append(jax.tree.map(lambda f, r: jnp.stack([f, r]), *directions))
-    params = tuple(params)
+    return _model(mode, num_layers, H, D, dtype), tuple(params)
 
-    def init(key, input_size):
-        _cells._check_input_size(input_size)
-        out = []
-        size = input_size
-        for k in jax.random.split(key, num_layers):
-            out.append(cell.init(k, size) if D == 1 else bidirectional(cell).init(k, size))
-            size = D * H
-        return tuple(out)
+
+def torch_forward(module):
+    """The module's ``forward`` on the params of :func:`from_torch`: ``(params, x, hx=None, length=None)``.
+
+    A thin adapter over the model :func:`from_torch` returns, for code that
+    speaks torch's layouts (see the module docstring): it moves the batch
+    and the stacked states into and out of that model's one-sequence
+    calls. It returns ``(output, h_n)``, or ``(output, (h_n, c_n))`` for the
+    LSTM; ``length`` plays the part of ``pack_padded_sequence``.
+    """
+    mode, num_layers, H, D, batch_first, _, dtype = _config(module)
+    model = _model(mode, num_layers, H, D, dtype)
+    is_lstm = mode == "LSTM"
+    carry_cls = _cells.LSTMCarry if is_lstm else _cells.RNNCarry
 
     def check_params(params):
         if not isinstance(params, (tuple, list)) or len(params) != num_layers:
@@ -236,24 +239,18 @@ def from_torch(module) -> tuple[Layer, tuple]:
         return "[B, T, I]" if batch_first else "[T, B, I]"
 
     def run_one(params, x, n, h0):
-        """One example: x [T, I], n scalar or None, h0 None or carry with leaves [L*D, H]."""
-        finals = []
-        for k, p in enumerate(params):
-            rows = slice(k * D, (k + 1) * D)
-            carry = None if h0 is None else jax.tree.map(lambda a: a[rows], h0)
-            if D == 1:
-                carry = None if carry is None else jax.tree.map(lambda a: a[0], carry)
-                carry, ys = unroll(cell, p, x, carry, length=n)
-                finals.append(jax.tree.map(lambda a: a[None], carry))
-                x = ys
-            else:
-                carry, ys = unroll_bidirectional(cell, p, x, carry, length=n)
-                finals.append(carry)
-                x = jnp.concatenate([ys[0], ys[1]], axis=-1)
-        final = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *finals)
-        return x, final
+        """One example: x [T, I], n scalar or None, h0 None or a carry with leaves [L*D, H]."""
+        if h0 is None:
+            carry = model.initial_carry(params)
+        else:  # rows k*D .. (k+1)*D - 1 are layer k's
+            carry = tuple(
+                jax.tree.map(lambda a: a[k] if D == 1 else a[k * D : (k + 1) * D], h0) for k in range(num_layers)
+            )
+        ys, finals = model.apply(params, x, n, carry=carry)
+        finals = [jax.tree.map(lambda a: a[None], f) if D == 1 else f for f in finals]
+        return ys, jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *finals)
 
-    def apply(params, x, hx=None, length=None):
+    def forward(params, x, hx=None, length=None):
         in_size, dtype = check_params(params)
         x = jnp.asarray(x)
         if x.ndim not in (2, 3):
@@ -317,4 +314,4 @@ def from_torch(module) -> tuple[Layer, tuple]:
             return output, (final.h, final.c)
         return output, final.h
 
-    return Layer(init, apply), params
+    return forward

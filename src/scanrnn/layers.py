@@ -8,8 +8,7 @@ functions:
   sequence ``xs`` of shape ``[T, input_size]`` (or one vector, for layers
   after a many-to-one layer);
 - ``initial_carry(params) -> carry``, the state a sequence starts from
-  (``()`` for a stateless layer; ``None`` in place of the function marks a
-  two-function layer of the older contract, called without key or carry).
+  (``()`` for a stateless layer).
 
 The keyword arguments of ``apply``:
 
@@ -45,6 +44,7 @@ one call to the next::
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -52,9 +52,14 @@ import jax.numpy as jnp
 
 from . import _checks
 from . import cells as _cells
-from .regularization import check_rate
+from .kinds import Cell
+from . import execution as _execution
+from . import regularization as _regularization
+from .execution import Execution
+from .regularization import Regularization, check_rate
+from .regularization import sample_masks
 from .unroll import (
-    check_flag, check_length, check_sequence, check_unroll_options, mask_padding, unroll, unroll_bidirectional,
+    _check_options, _unroll_sequence, check_length, check_regularization, check_sequence, flip_valid, mask_padding, unroll,
     valid_steps,
 )
 
@@ -62,21 +67,20 @@ Array = jax.Array
 
 
 class Layer(NamedTuple):
-    """A layer or model: ``init``, ``apply`` and ``initial_carry`` (see the module docstring).
+    """A layer or model: three pure functions over ONE sequence (see the module docstring).
 
     - ``init(key, input_size) -> params``;
     - ``apply(params, xs, length=None, *, key=None, carry=None)`` -> ``ys``,
-      or ``(ys, final_carry)`` when ``carry`` is given;
-    - ``initial_carry(params) -> carry`` for ONE sequence, or ``None``: a
-      two-function layer written against the older contract
-      ``apply(params, xs, length=None)``, which :func:`serial` calls without
-      ``key`` or ``carry`` (its entry in a carry is ``()``). A stateless
-      layer that takes a key gives ``initial_carry=lambda params: ()``.
+      or ``(ys, final_carry)`` when ``carry`` is given. ``key=None`` is
+      evaluation; a layer without randomness ignores a key. A layer without
+      state takes ``carry=()`` and returns ``(ys, ())``;
+    - ``initial_carry(params) -> carry``, the state one sequence starts
+      from (``()`` for a layer without state).
     """
 
     init: Callable
     apply: Callable
-    initial_carry: Optional[Callable] = None
+    initial_carry: Callable
 
 
 class DenseParams(NamedTuple):
@@ -182,20 +186,6 @@ def _no_carry(params):
     return ()
 
 
-def _rate_options(dropout, recurrent_dropout, zoneout) -> Optional[dict]:
-    """The checked rates as keyword arguments of :func:`scanrnn.unroll`, or ``None`` when all are 0."""
-    check_rate("dropout", dropout)
-    check_rate("recurrent_dropout", recurrent_dropout)
-    zoneout_leaves = jax.tree.leaves(zoneout)  # a float, or per-field rates such as LSTMCarry(h=.05, c=.5)
-    if not zoneout_leaves:
-        raise ValueError(f"zoneout must be a float in [0, 1) or a carry-structured tuple of them, got {zoneout!r}")
-    for rate in zoneout_leaves:
-        check_rate("zoneout", rate)
-    if dropout == 0 and recurrent_dropout == 0 and all(rate == 0 for rate in zoneout_leaves):
-        return None  # exactly the plain unroll
-    return {"dropout": dropout, "recurrent_dropout": recurrent_dropout, "zoneout": zoneout}
-
-
 def _split_params(name: str, params, learn_initial_carry: bool):
     """``(cell params, learned initial carry or None)``."""
     if learn_initial_carry:
@@ -218,17 +208,12 @@ def _split_params(name: str, params, learn_initial_carry: bool):
 
 
 def recurrent(
-    cell: _cells.Cell,
+    cell: Cell,
     return_sequences: bool = True,
     *,
-    unroll_steps: int = 1,
-    remat: str = "none",
-    backward: str = "auto",
-    dropout: float = 0.0,
-    recurrent_dropout: float = 0.0,
-    zoneout=0.0,
+    execution: Optional[Execution] = None,
+    regularization: Optional[Regularization] = None,
     learn_initial_carry: bool = False,
-    hoist=None,
 ) -> Layer:
     """A recurrent layer: ``cell`` unrolled over the sequence.
 
@@ -238,15 +223,12 @@ def recurrent(
       return_sequences: ``True`` gives the outputs of all steps ``[T, H]``
         (zeros past ``length``); ``False`` the output at the last valid step
         ``[H]`` (many-to-one, Keras' default), which needs ``T >= 1``.
-      unroll_steps: passed to :func:`jax.lax.scan` as ``unroll``.
-      remat, backward, hoist: passed to :func:`scanrnn.unroll` (memory for
-        time in the backward pass; hand-written or autodiff BPTT; the input
-        projection before the scan or inside it).
-      dropout, recurrent_dropout, zoneout: rates in ``[0, 1)`` passed to
+      execution: how the scan runs, a :class:`scanrnn.Execution` passed to
+        :func:`scanrnn.unroll` (``None``: the defaults).
+      regularization: a :class:`scanrnn.Regularization` passed to
         :func:`scanrnn.unroll` with the ``key`` of ``apply``: a variational
         mask on the inputs, one on the hidden state where it enters a
-        recurrent product, and per-step zoneout of the carry (a float, or
-        per-field rates such as ``LSTMCarry(h=0.05, c=0.5)``). Without a key
+        recurrent product, and per-step zoneout of the carry. Without a key
         (evaluation) dropout is off and zoneout uses its expectation.
       learn_initial_carry: make the carry every sequence starts from a
         param, :class:`RecurrentParams` ``(cell, initial_carry)``, zeros at
@@ -277,9 +259,8 @@ def recurrent(
     _checks.cell("recurrent: cell", cell)
     return_sequences = _checks.flag("return_sequences", return_sequences)
     learn_initial_carry = _checks.flag("learn_initial_carry", learn_initial_carry)
-    _checks.positive_int("unroll_steps", unroll_steps)
-    check_unroll_options(remat, backward, hoist)
-    rates = _rate_options(dropout, recurrent_dropout, zoneout)
+    execution = _execution.check(execution)
+    regularization = _regularization.check(regularization)
 
     def init(key, input_size):
         params = cell.init(_checks.prng_key("key", key), input_size)
@@ -297,11 +278,9 @@ def recurrent(
         if carry is not None:
             check_carry("recurrent", jax.eval_shape(cell.initial_carry, cell_params), carry)
         start = learned if carry is None else carry
-        options = {} if rates is None else dict(rates, key=key)
         final, ys = unroll(
-            cell, cell_params, xs, start, length=length, unroll=unroll_steps, remat=remat, backward=backward,
-            hoist=hoist,
-            **options,
+            cell, cell_params, xs, start, length=length, execution=execution, regularization=regularization,
+            key=None if regularization.is_off() else key,
         )  # checks xs, length and a learned carry
         ys = ys if return_sequences else last_valid(ys, length)
         return ys if carry is None else (ys, final)
@@ -310,27 +289,110 @@ def recurrent(
     return Layer(init if learn_initial_carry else cell.init, apply, initial_carry)
 
 
+def unroll_bidirectional(
+    cell,
+    params,
+    xs,
+    carry=None,
+    *,
+    length=None,
+    execution: Optional[Execution] = None,
+    regularization: Optional[Regularization] = None,
+    key=None,
+):
+    """Both directions of a bidirectional layer, in one scan or in two (``execution.one_scan``).
+
+    The forward and backward params are stacked on a leading axis of size 2
+    (``jax.vmap(cell.init)`` of two keys makes them). The backward direction
+    reads each sequence's valid part reversed. With ``execution.one_scan``
+    both run in a single :func:`jax.lax.scan` through :func:`jax.vmap` over
+    the direction axis; without it (the default, measured the faster on a
+    CPU), as a forward scan and then a reverse one. The two give the same
+    numbers.
+
+    Args:
+      params: the cell's params with a leading direction axis of size 2.
+      xs: ``[T, input_size]``.
+      carry: ``None`` or initial carries with a leading direction axis of size 2.
+      length: optional integer scalar, the valid prefix (a traced one is
+        clamped to ``[0, T]``, as in :func:`unroll`).
+      execution, regularization: as for :func:`unroll`; each direction has
+        its own masks.
+      key: ``None`` or ONE PRNG key (of one sequence: under ``jax.vmap`` pass
+        one per example); ``k_forward, k_backward = jax.random.split(key)``.
+
+    Returns:
+      ``(final_carries, ys)``, each leaf with a leading direction axis of 2
+      (forward first); ``ys[1]`` is in the original time order, so ``ys[1][0]``
+      is the backward direction's output after reading the whole sequence.
+      It equals ``unroll`` of the forward params (with ``key=k_forward``) and
+      ``unroll(..., reverse=True)`` of the backward params (with
+      ``key=k_backward``).
+    """
+    execution, regularization = _check_options(cell, False, execution, regularization, key)
+    xs = check_sequence(xs)
+    length = check_length(length, xs.shape[0])
+    leading = {jnp.shape(leaf)[:1] for leaf in jax.tree.leaves(params)}
+    if leading != {(2,)}:
+        raise ValueError(
+            "bidirectional params must be stacked on a leading direction axis of size 2, "
+            f"got leading axes {sorted(leading)}"
+        )
+    try:
+        jax.eval_shape(cell.initial_carry, jax.tree.map(lambda a: a[0], params))
+    except ValueError as error:
+        raise ValueError(
+            "bidirectional params must be the cell's params stacked on a leading direction axis "
+            f"of size 2 (jax.vmap of cell.init); one direction's slice is not: {error}"
+        ) from error
+    if carry is None:
+        carry = jax.vmap(cell.initial_carry)(params)
+    else:
+        _checks.carry_like(jax.eval_shape(jax.vmap(cell.initial_carry), params), carry)
+    one_params, one_carry = jax.tree.map(lambda a: a[0], (params, carry))
+    _, _, _, rates = check_regularization(cell, one_params, xs, one_carry, regularization, None)
+    masks = (None, None, None)
+    if key is not None and not regularization.is_off():
+        # One key per direction; each direction's zoneout rows are in time
+        # order, row t for the step that reads xs[t].
+        drawn = jax.vmap(lambda k: sample_masks(k, xs, one_carry, **regularization._asdict()))(jax.random.split(key))
+        masks, rates = (drawn.inputs, drawn.recurrent, drawn.zoneout), None
+
+    def one_direction(p, x, c, m, reverse):
+        return _unroll_sequence(cell, p, x, c, length, reverse, execution, (*m, rates))
+
+    if not execution.one_scan:  # a forward scan, then a reverse one
+
+        def direction(d):
+            p, c, m = jax.tree.map(lambda a: a[d], (params, carry, masks))
+            return one_direction(p, xs, c, m, reverse=d == 1)
+
+        return jax.tree.map(lambda a, b: jnp.stack([a, b]), direction(0), direction(1))
+    # One scan: the backward direction reads the valid part reversed, and its
+    # zoneout rows follow its steps.
+    n = jnp.asarray(xs.shape[0]) if length is None else length
+    both = jnp.stack([xs, flip_valid(xs, n)])  # [2, T, I]: forward, backward order
+    keep = jax.tree.map(lambda k: jnp.stack([k[0], flip_valid(k[1], n)]), masks[2])
+    carries, ys = jax.vmap(partial(one_direction, reverse=False))(params, both, carry, (*masks[:2], keep))
+    ys = jax.tree.map(lambda y: jnp.stack([y[0], flip_valid(y[1], n)]), ys)
+    return carries, ys
+
+
 def bidirectional(
-    cell: _cells.Cell,
+    cell: Cell,
     merge: str = "concat",
     return_sequences: bool = True,
     *,
-    unroll_steps: int = 1,
-    remat: str = "none",
-    backward: str = "auto",
-    dropout: float = 0.0,
-    recurrent_dropout: float = 0.0,
-    zoneout=0.0,
+    execution: Optional[Execution] = None,
+    regularization: Optional[Regularization] = None,
     learn_initial_carry: bool = False,
-    hoist=None,
-    one_scan=None,
 ) -> Layer:
     """A bidirectional layer: ``cell`` run forwards and backwards.
 
     The two directions' params are stacked on a leading axis of size 2
     (forward first) and run by :func:`scanrnn.unroll_bidirectional`: in one
     scan through :func:`jax.vmap` over that axis, or as a forward and a
-    reverse scan (``one_scan``). The backward direction reads each
+    reverse scan (``execution.one_scan``). The backward direction reads each
     sequence's valid part reversed; its outputs are put back in time order.
 
     Args:
@@ -339,13 +401,9 @@ def bidirectional(
       return_sequences: ``False`` merges the forward output at the last valid
         step with the backward output at step 0 (after it read the whole
         sequence), as Keras and PyTorch's ``h_n`` do; it needs ``T >= 1``.
-      unroll_steps, remat, backward, dropout, recurrent_dropout, zoneout,
-        learn_initial_carry, hoist: as for :func:`recurrent`; the key is split
-        between the directions, and a learned carry has a leading direction
-        axis of 2.
-      one_scan: ``True`` (one scan), ``False`` (two) or ``None`` (the
-        backend's default: one on accelerators, two on a CPU); see
-        :func:`scanrnn.unroll_bidirectional`.
+      execution, regularization, learn_initial_carry: as for
+        :func:`recurrent`; the key is split between the directions, and a
+        learned carry has a leading direction axis of 2.
 
     The carry (``initial_carry(params)``, the ``carry`` of ``apply`` and the
     final carry it returns) is the cell's carry with a leading direction
@@ -357,10 +415,8 @@ def bidirectional(
         raise ValueError(f"merge must be one of {sorted(MERGES)}, got {merge!r}")
     return_sequences = _checks.flag("return_sequences", return_sequences)
     learn_initial_carry = _checks.flag("learn_initial_carry", learn_initial_carry)
-    _checks.positive_int("unroll_steps", unroll_steps)
-    check_unroll_options(remat, backward, hoist)
-    check_flag("one_scan", one_scan)
-    rates = _rate_options(dropout, recurrent_dropout, zoneout)
+    execution = _execution.check(execution)
+    regularization = _regularization.check(regularization)
     combine = MERGES[merge]
 
     def init(key, input_size):
@@ -382,10 +438,9 @@ def bidirectional(
         start = learned if carry is None else carry
         if start is not None:
             check_carry("bidirectional", jax.eval_shape(jax.vmap(cell.initial_carry), cell_params), start)
-        options = {} if rates is None else dict(rates, key=key)
         final, ys = unroll_bidirectional(
-            cell, cell_params, xs, start, length=length, unroll=unroll_steps, remat=remat, backward=backward,
-            hoist=hoist, one_scan=one_scan, **options,
+            cell, cell_params, xs, start, length=length, execution=execution, regularization=regularization,
+            key=None if regularization.is_off() else key,
         )  # checks xs and length
         # Index the direction axis leaf by leaf: a user cell's y may be a pytree.
         forwards = jax.tree.map(lambda y: y[0], ys)
@@ -420,18 +475,18 @@ def dense(
     Params (:class:`DenseParams`): ``w [F, I]``, ``b [F]``.
     """
     features = _checks.positive_int("features", features)
-    _cells._check_compute_dtype(compute_dtype)
-    param_dtype = _cells._check_param_dtype(param_dtype)
+    _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
+    param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     kernel, bias = _cells.param_init(kernel_init, param_dtype), _cells.param_init(bias_init, param_dtype)
 
     def init(key, input_size):
         _checks.prng_key("key", key)
-        _cells._check_input_size(input_size)
+        _checks.positive_int("input_size", input_size)
         k1, k2 = jax.random.split(key)
         return DenseParams(kernel(k1, (features, input_size)), bias(k2, (features,)))
 
     def affine(params, x):
-        _cells._check_x("dense", x, params.w)
+        _checks.example("dense", x, params.w)
         return _cells.product(x, params.w, compute_dtype) + params.b
 
     def outputs(params, xs, length):
@@ -496,7 +551,7 @@ def dropout(rate: float, *, broadcast_time: bool = False) -> Layer:
 
     def init(key, input_size):
         _checks.prng_key("key", key)
-        _cells._check_input_size(input_size)
+        _checks.positive_int("input_size", input_size)
         return ()
 
     def apply(params, xs, length=None, *, key=None, carry=None):
@@ -569,9 +624,7 @@ def serial(*layers: Layer) -> Layer:
 
     def initial_carry(params):
         check_params(params)
-        return tuple(
-            () if layer.initial_carry is None else layer.initial_carry(p) for layer, p in zip(layers, params)
-        )
+        return tuple(layer.initial_carry(p) for layer, p in zip(layers, params))
 
     def apply(params, xs, length=None, *, key=None, carry=None):
         _checks.prng_key("key", key, allow_none=True)
@@ -585,17 +638,10 @@ def serial(*layers: Layer) -> Layer:
         keys = [None] * len(layers) if key is None else list(jax.random.split(key, len(layers)))
         finals = []
         for i, (layer, p, k) in enumerate(zip(layers, params, keys)):
-            if layer.initial_carry is None:  # a two-function layer: no key, no state
-                if carry is not None:
-                    check_carry(f"serial layer {i}", (), carry[i])
-                    finals.append(())
-                xs = layer.apply(p, xs, length=length)
-                continue
-            options = {} if k is None else {"key": k}
             if carry is None:
-                xs = layer.apply(p, xs, length=length, **options)
+                xs = layer.apply(p, xs, length=length, key=k)
             else:
-                xs, final = layer.apply(p, xs, length=length, carry=carry[i], **options)
+                xs, final = layer.apply(p, xs, length=length, key=k, carry=carry[i])
                 finals.append(final)
         return xs if carry is None else (xs, tuple(finals))
 

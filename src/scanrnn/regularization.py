@@ -1,7 +1,7 @@
 r"""Dropout, recurrent dropout and zoneout over ONE sequence: the masks and their checks.
 
-:func:`scanrnn.unroll` takes three rates, each a float in ``[0, 1)``, and a
-``key``:
+:func:`scanrnn.unroll` takes three rates in a :class:`Regularization`, each
+a float in ``[0, 1)``, and a ``key``:
 
 - ``dropout``: inverted dropout of the input features with ONE mask ``[I]``
   for the whole sequence (the "variational" dropout of Gal and Ghahramani
@@ -57,9 +57,10 @@ gives example ``b`` the key ``jax.random.split(key, B)[b]``;
 ``jax.random.split(key)[0]`` and the backward one ``[1]``.
 
 How a cell takes them: dropout and zoneout act on the inputs and the carry
-and need nothing from the cell. Recurrent dropout needs the cell's
-``masked_step`` (see :class:`scanrnn.Cell`); a cell without one raises a
-ValueError for ``recurrent_dropout > 0``.
+and need nothing from the cell. Recurrent dropout needs to know where the
+state enters a recurrent product, which a :class:`scanrnn.GatedCell` says
+(its ``recurrent``); another kind of cell raises a ValueError for
+``recurrent_dropout > 0``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,58 @@ class Masks(NamedTuple):
     inputs: Optional[Array]  # [I] 0 or 1/(1-dropout); None when dropout == 0
     recurrent: Any  # the carry's structure, each leaf its shape: 0 or 1/(1-rate); None when the rate is 0
     zoneout: Any  # the carry's structure, each leaf [T, *leaf.shape] bool, True = keep; None when all rates are 0
+
+
+class Regularization(NamedTuple):
+    """The rates of :func:`scanrnn.unroll` and the recurrent layers, one bundle (see the module docstring).
+
+    Attributes:
+      dropout: inverted dropout of the input features, one mask for the sequence.
+      recurrent_dropout: inverted dropout of the state where it enters a
+        recurrent product (a :class:`scanrnn.GatedCell`'s ``recurrent``).
+      zoneout: the probability that a carry unit keeps its value at a step;
+        a float for every carry leaf, or per-leaf rates such as
+        ``LSTMCarry(h=0.05, c=0.5)``.
+
+    Each rate is a float in ``[0, 1)``; ``Regularization()`` (all 0) is
+    exactly the unregularised run. The masks are drawn from the ``key`` the
+    call is given; without one (evaluation) dropout is off and zoneout is
+    its expectation.
+    """
+
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: Any = 0.0
+
+    def is_off(self) -> bool:
+        """Whether every rate is 0 (the plain run, with or without a key)."""
+        rates = [self.dropout, self.recurrent_dropout, *jax.tree.leaves(self.zoneout)]
+        return all(rate == 0 for rate in rates)
+
+
+def check(regularization) -> Regularization:
+    """``regularization`` (``Regularization()`` for ``None``) with every rate checked; a clear error otherwise.
+
+    The structure of a per-leaf ``zoneout`` is checked against the carry
+    where the carry is known (:func:`zoneout_rates`).
+    """
+    if regularization is None:
+        return Regularization()
+    if not isinstance(regularization, Regularization):
+        raise _checks.InputTypeError(
+            "regularization must be a scanrnn.Regularization (e.g. Regularization(dropout=0.1)) or None, "
+            f"got {type(regularization).__name__}"
+        )
+    check_rate("dropout", regularization.dropout)
+    check_rate("recurrent_dropout", regularization.recurrent_dropout)
+    leaves = jax.tree.leaves(regularization.zoneout)  # a float, or per-field rates such as LSTMCarry(h=.05, c=.5)
+    if not leaves:
+        raise ValueError(
+            f"zoneout must be a float in [0, 1) or a carry-structured tuple of them, got {regularization.zoneout!r}"
+        )
+    for rate in leaves:
+        check_rate("zoneout", rate)
+    return regularization
 
 
 def check_rate(name: str, rate) -> float:

@@ -57,6 +57,7 @@ from jax.nn import initializers
 
 from . import _checks
 from . import cells as _cells
+from .kinds import Cell
 from .layers import DenseParams, Layer, dense, last_valid
 from .train import softmax_cross_entropy
 from .unroll import valid_steps
@@ -183,12 +184,12 @@ def additive_attention(
     ((6,), [0.0, 0.0])
     """
     A = _checks.positive_int("attention_size", attention_size)
-    kernel = _cells.param_init(kernel_init, _cells._check_param_dtype(param_dtype))
+    kernel = _cells.param_init(kernel_init, _checks.floating_dtype("param_dtype", param_dtype))
 
     def init(key, query_size, memory_size):
         _checks.prng_key("key", key)
-        _cells._check_input_size(query_size)
-        _cells._check_input_size(memory_size)
+        _checks.positive_int("input_size", query_size)
+        _checks.positive_int("input_size", memory_size)
         k1, k2, k3 = jax.random.split(key, 3)
         return AdditiveAttentionParams(
             w_query=kernel(k1, (A, query_size)),
@@ -249,8 +250,8 @@ def dot_attention() -> Attention:
 
     def init(key, query_size, memory_size):
         _checks.prng_key("key", key)
-        _cells._check_input_size(query_size)
-        _cells._check_input_size(memory_size)
+        _checks.positive_int("input_size", query_size)
+        _checks.positive_int("input_size", memory_size)
         check_sizes(query_size, memory_size)
         return DotAttentionParams()
 
@@ -282,12 +283,12 @@ def general_attention(
     Params (:class:`GeneralAttentionParams`): ``w [Q, M]``.
     """
 
-    kernel = _cells.param_init(kernel_init, _cells._check_param_dtype(param_dtype))
+    kernel = _cells.param_init(kernel_init, _checks.floating_dtype("param_dtype", param_dtype))
 
     def init(key, query_size, memory_size):
         _checks.prng_key("key", key)
-        _cells._check_input_size(query_size)
-        _cells._check_input_size(memory_size)
+        _checks.positive_int("input_size", query_size)
+        _checks.positive_int("input_size", memory_size)
         return GeneralAttentionParams(kernel(key, (query_size, memory_size)))
 
     def check(params, memory_size):
@@ -403,7 +404,7 @@ def _check_tokens(name: str, tokens, vocab_size: int, length=None, length_name: 
 
 def seq2seq(
     encoder: Layer,
-    cell: _cells.Cell,
+    cell: Cell,
     *,
     src_vocab_size: int,
     tgt_vocab_size: int,
@@ -452,7 +453,7 @@ def seq2seq(
     if attention is not None and not isinstance(attention, Attention):
         raise ValueError(f"attention must be an Attention or None, got {type(attention).__name__}")
     bridge = _checks.flag("bridge", bridge)
-    param_dtype = _cells._check_param_dtype(param_dtype)
+    param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     embed = _cells.param_init(embed_init, param_dtype)
     E, V = embed_size, tgt_vocab_size
 

@@ -479,8 +479,6 @@ def batch_initial_carry(model: Layer, params, batch_size: int):
     ``batch_size``: the ``carry`` that :func:`make_tbptt_step` and
     :func:`predict_batch` take.
     """
-    if getattr(model, "initial_carry", None) is None:
-        raise ValueError("the model has no initial_carry (a Layer of the two-function contract); it carries no state")
     batch_size = _checks.positive_int("batch_size", batch_size)
     carry = model.initial_carry(params)
     return jax.tree.map(lambda a: jnp.broadcast_to(a, (batch_size,) + jnp.shape(a)), carry)
@@ -579,8 +577,7 @@ def stream_batches(tokens, batch_size: int, chunk_size: int):
     if tokens.ndim != 1:
         raise ValueError(f"tokens must be a 1-D stream, got shape {tokens.shape}")
     for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        _checks.positive_int(name, value)
     length = (len(tokens) - 1) // batch_size
     num_chunks = length // chunk_size
     if num_chunks == 0:

@@ -1,9 +1,11 @@
-r"""Backpropagation through time written out by hand, as reverse :func:`jax.lax.scan`\ s.
+r"""Backpropagation through time written out by hand, as reverse :func:`jax.lax.scan`\ s: a teaching reference.
 
-The rest of scanrnn gets its gradients from :func:`jax.grad` through the
-forward scan. This module computes the same gradients by hand, following the
-first seed's derivation, so that the algorithm can be read (and checked
-against :func:`jax.grad`, which the tests do to 1e-6 in float64).
+The library's models get their gradients from :func:`jax.grad` through the
+forward scan, or from the backward pass of a :class:`scanrnn.GatedCell`
+(``scanrnn._gated_backward``, ``Execution(backward="hand")``). This module
+computes the same gradients by hand, following the first seed's derivation
+line by line, so that the algorithm can be read (and checked against
+:func:`jax.grad`, which the tests do to 1e-6 in float64).
 
 The first seed's network
 ------------------------

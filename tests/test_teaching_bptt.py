@@ -1,4 +1,4 @@
-"""The hand-written BPTT of scanrnn.bptt against jax.grad / jax.vjp of the library's models (float64)."""
+"""The hand-written BPTT of scanrnn.teaching_bptt against jax.grad / jax.vjp of the library's models (float64)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 
 import scanrnn
 from helpers import normal, random_carry, random_params
-from scanrnn import bptt, dense, recurrent, serial, simple_rnn, unroll
+from scanrnn import teaching_bptt, dense, recurrent, serial, simple_rnn, unroll
 from scanrnn.train import mse
 
 F64 = jnp.float64
@@ -51,7 +51,7 @@ def test_simple_rnn_bptt_equals_jax_grad(widths, activations, inputs, steps, fea
     @jax.jit
     def both(p, x, t):
         reference = jax.value_and_grad(lambda p: mse(model.apply(p, x), t))(p)
-        return bptt.simple_rnn_bptt(p, x, t, act), reference
+        return teaching_bptt.simple_rnn_bptt(p, x, t, act), reference
 
     (loss, grads), (ref_loss, ref_grads) = both(params, xs, target)
 
@@ -74,7 +74,7 @@ def test_simple_rnn_bptt_batches_under_vmap():
 
     @jax.jit
     def both(p):
-        return jax.vmap(bptt.simple_rnn_bptt, in_axes=(None, 0, 0))(p, xs, targets), jax.value_and_grad(batch_loss)(p)
+        return jax.vmap(teaching_bptt.simple_rnn_bptt, in_axes=(None, 0, 0))(p, xs, targets), jax.value_and_grad(batch_loss)(p)
 
     (losses, grads), (ref_loss, ref_grads) = both(params)
     np.testing.assert_allclose(float(jnp.mean(losses)), float(ref_loss), **TOL)
@@ -84,12 +84,12 @@ def test_simple_rnn_bptt_batches_under_vmap():
 # One layer with upstream cotangents, against jax.vjp of scanrnn.unroll.
 LAYERS = [
     ("simple_rnn-tanh", lambda h: scanrnn.simple_rnn(h, "tanh", param_dtype=F64),
-     lambda *a: bptt.simple_rnn_layer_bptt(*a, activation="tanh")),
-    ("lstm", lambda h: scanrnn.lstm(h, param_dtype=F64), bptt.lstm_layer_bptt),
-    ("lstm-peephole", lambda h: scanrnn.lstm(h, peephole=True, param_dtype=F64), bptt.lstm_layer_bptt),
-    ("gru-reset_after", lambda h: scanrnn.gru(h, param_dtype=F64), bptt.gru_layer_bptt),
+     lambda *a: teaching_bptt.simple_rnn_layer_bptt(*a, activation="tanh")),
+    ("lstm", lambda h: scanrnn.lstm(h, param_dtype=F64), teaching_bptt.lstm_layer_bptt),
+    ("lstm-peephole", lambda h: scanrnn.lstm(h, peephole=True, param_dtype=F64), teaching_bptt.lstm_layer_bptt),
+    ("gru-reset_after", lambda h: scanrnn.gru(h, param_dtype=F64), teaching_bptt.gru_layer_bptt),
     ("gru-cho", lambda h: scanrnn.gru(h, reset_after=False, param_dtype=F64),
-     lambda *a: bptt.gru_layer_bptt(*a, reset_after=False)),
+     lambda *a: teaching_bptt.gru_layer_bptt(*a, reset_after=False)),
 ]
 
 
@@ -116,7 +116,7 @@ def test_layer_bptt_equals_vjp_of_unroll(name, make, layer_bptt, steps, hidden, 
     (got_out, grads), (out, (ref_params, ref_carry, ref_xs)) = both(params, carry, xs, dcarry, dys)
 
     assert_trees_close(got_out, out)  # the hand-written forward pass is the cell's
-    assert isinstance(grads, bptt.BPTTGrads)
+    assert isinstance(grads, teaching_bptt.BPTTGrads)
     assert_trees_close(grads.params, ref_params)
     assert_trees_close(grads.carry, ref_carry)
     assert_trees_close(grads.xs, ref_xs)
@@ -132,7 +132,7 @@ def test_layer_bptt_defaults_are_zero_carries():
     def run(p):
         zero = cell.initial_carry(p)
         _, vjp = jax.vjp(lambda p: unroll(cell, p, xs)[1], p)
-        return bptt.lstm_layer_bptt(p, xs, dys)[1], bptt.lstm_layer_bptt(p, xs, dys, zero, zero)[1], vjp(dys)[0]
+        return teaching_bptt.lstm_layer_bptt(p, xs, dys)[1], teaching_bptt.lstm_layer_bptt(p, xs, dys, zero, zero)[1], vjp(dys)[0]
 
     grads, explicit, reference = run(params)
     assert_trees_close(grads, explicit)
@@ -145,22 +145,22 @@ def test_errors_name_what_was_expected():
     params = model.init(jax.random.key(0), 1)
     xs, target = jnp.ones((4, 1), F64), jnp.ones((1,), F64)
     with pytest.raises(ValueError, match="2 names"):
-        bptt.simple_rnn_bptt(params, xs, target, ("sigmoid",))
+        teaching_bptt.simple_rnn_bptt(params, xs, target, ("sigmoid",))
     with pytest.raises(ValueError, match="target must have shape"):
-        bptt.simple_rnn_bptt(params, xs, jnp.ones((2,), F64))
+        teaching_bptt.simple_rnn_bptt(params, xs, jnp.ones((2,), F64))
     with pytest.raises(ValueError, match="DenseParams"):
-        bptt.simple_rnn_bptt(params[:2], xs, target)
+        teaching_bptt.simple_rnn_bptt(params[:2], xs, target)
     with pytest.raises(ValueError, match="activation must be one of"):
-        bptt.simple_rnn_bptt(params, xs, target, "softplus")
+        teaching_bptt.simple_rnn_bptt(params, xs, target, "softplus")
     with pytest.raises(ValueError, match="x must have shape"):
-        bptt.simple_rnn_bptt(params, jnp.ones((4, 2), F64), target)
+        teaching_bptt.simple_rnn_bptt(params, jnp.ones((4, 2), F64), target)
 
     cell = scanrnn.gru(3, param_dtype=F64)
     gru_params = random_params(cell, 2)
     with pytest.raises(ValueError, match="dys must have shape"):
-        bptt.gru_layer_bptt(gru_params, jnp.ones((4, 2), F64), jnp.ones((4, 2), F64))
+        teaching_bptt.gru_layer_bptt(gru_params, jnp.ones((4, 2), F64), jnp.ones((4, 2), F64))
     with pytest.raises(ValueError, match="LSTMParams or PeepholeLSTMParams"):
-        bptt.lstm_layer_bptt(gru_params, jnp.ones((4, 2), F64), jnp.ones((4, 3), F64))
+        teaching_bptt.lstm_layer_bptt(gru_params, jnp.ones((4, 2), F64), jnp.ones((4, 3), F64))
     with pytest.raises(ValueError, match="w_ih must have shape"):
         bad = gru_params._replace(w_ih=jnp.ones((6, 2), F64))
-        bptt.gru_layer_bptt(bad, jnp.ones((4, 2), F64), jnp.ones((4, 3), F64))
+        teaching_bptt.gru_layer_bptt(bad, jnp.ones((4, 2), F64), jnp.ones((4, 3), F64))

@@ -13,7 +13,8 @@ from jax.test_util import check_grads
 
 import scanrnn
 from helpers import count_primitive, normal, random_params
-from scanrnn.minimal import MinGRUParams, MinLSTMParams, g, log_g, min_gru, min_lstm
+from scanrnn.linear_scans import associative
+from scanrnn.linear_cells import MinGRUParams, MinLSTMParams, g, log_g, min_gru, min_lstm
 
 H, I, T = 4, 3, 5  # a short T: the compile time of the associative scan grows with log T
 CELLS = [("min_gru", min_gru, 2), ("min_lstm", min_lstm, 3)]
@@ -198,7 +199,7 @@ def test_parallel_mode_has_no_time_loop(name, factory, gates):
     for cell, expected in ((parallel, (0, 0)), (sequential, (1, 0))):
         jaxpr = jax.make_jaxpr(lambda p, x: scanrnn.unroll(cell, p, x, length=3))(params, xs)
         assert count_primitive(jaxpr, "scan") == expected
-    assert parallel.parallel is not None and sequential.parallel is None
+    assert (parallel.mode, sequential.mode) == ("parallel", "sequential")
 
 
 def test_parallel_on_zero_steps():
@@ -334,16 +335,16 @@ def test_bad_params_inputs_and_carries(name, factory, gates):
         cell.apply(params, carry, jnp.ones((I + 1,), jnp.float32))
     with pytest.raises(ValueError, match=re.escape(f"{name}: x must have the params' dtype float32, got float64")):
         cell.apply(params, carry, jnp.ones((I,), jnp.float64))
-    with pytest.raises(ValueError, match=re.escape(f"{name}: carry.h must have shape ({H},), got ({H + 1},)")):
+    with pytest.raises(ValueError, match=re.escape(f"carry must have the shapes of cell.initial_carry(params), [({H},)]; got [({H + 1},)]")):
         cell.apply(params, scanrnn.RNNCarry(jnp.zeros((H + 1,), jnp.float32)), x)
-    with pytest.raises(ValueError, match=f"{name} expects a carry of type RNNCarry, got LSTMCarry"):
+    with pytest.raises(ValueError, match=r"carry must have the structure of cell.initial_carry\(params\), .*RNNCarry.*; got .*LSTMCarry"):
         cell.apply(params, scanrnn.LSTMCarry(carry.h, carry.h), x)
     ps = jnp.zeros((T, gates * H), jnp.float32)
-    with pytest.raises(ValueError, match=re.escape(f"{name}: the projection must have shape [T, {gates * H}]")):
-        cell.parallel(params, carry, ps[:, :H], None)
-    with pytest.raises(ValueError, match=re.escape(f"{name}: the projection must have shape ({gates * H},)")):
+    with pytest.raises(ValueError, match=re.escape(f"{name}: the projection must have shape ({gates * H},) or [T, {gates * H}]")):
+        associative(cell, params, carry, ps[:, :H], None)
+    with pytest.raises(ValueError, match=re.escape(f"the coefficients of one step must have the shape of carry.h, ({H},); got ({T}, {H})")):
         cell.step(params, carry, ps)
     with pytest.raises(ValueError, match=re.escape(f"length must lie in [0, {T}]")):
-        cell.parallel(params, carry, ps, T + 1)
+        associative(cell, params, carry, ps, T + 1)
     with pytest.raises(ValueError, match=re.escape(f"length must lie in [0, {T}]")):
         scanrnn.unroll(cell, params, jnp.zeros((T, I), jnp.float32), length=-1)

@@ -1,6 +1,12 @@
-"""Generated data sets of the two seeds, drawn from an explicit NumPy generator.
+"""Every data set of the library in one place, generated or read, never downloaded.
 
-Every function takes ``rng``: a :class:`numpy.random.Generator` or an int
+Here: the two seeds' series (:func:`make_sum`, :func:`make_simpler`,
+:func:`generate_time_series`), the adding problem and :func:`split`; in
+:mod:`scanrnn.data.text`, a character corpus (Python's standard library), its
+vocabulary and the unigram baseline; in :mod:`scanrnn.data.dates`, dates
+written in 14 human formats for the translation study.
+
+Every generator takes ``rng``: a :class:`numpy.random.Generator` or an int
 seed (passed to :func:`numpy.random.default_rng`). Nothing reads NumPy's
 global random state.
 """
@@ -166,3 +172,6 @@ def adding_problem(n: int, n_steps: int = 200, *, rng: RNG):
     x = np.stack([values, markers], axis=-1).astype(np.float32)
     y = (x[rows, first, 0] + x[rows, second, 0])[:, None]
     return x, y
+
+
+from . import dates, text  # noqa: E402  (the submodules, as scanrnn.data.dates and .text)
