@@ -13,7 +13,7 @@ Runs (every one in float64, from the same initial params unless stated):
 
 - ``sgd/bptt``: the seed's recipe with the library's default init
   (Glorot-uniform input kernels, orthogonal recurrent kernels, zero biases)
-  and the gradients of :func:`scanrnn.bptt.simple_rnn_bptt`;
+  and the gradients of :func:`scanrnn.teaching_bptt.simple_rnn_bptt`;
 - ``sgd/jax.grad``: the same with ``jax.value_and_grad`` of the same loss;
   the two must give the same numbers (their largest differences are printed);
 - ``adam/bptt`` and ``adam/jax.grad``: Adam (learning rate 3e-2) on
@@ -40,7 +40,6 @@ compiled program's run time; compile times are recorded in results.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -60,9 +59,9 @@ from jax import lax  # noqa: E402
 from jax.nn import initializers  # noqa: E402
 
 import scanrnn as sr  # noqa: E402
-from scanrnn import bptt, data, plot  # noqa: E402
+from scanrnn import data, plot, teaching_bptt  # noqa: E402
 from scanrnn.train import mse  # noqa: E402
-from _tables import table  # noqa: E402  (experiments/_tables.py)
+from benchmarks.common import command_line, default_out, markdown_table, table, write_results  # noqa: E402
 
 DTYPE = jnp.float64
 WIDTHS = (6, 4)
@@ -99,7 +98,7 @@ def load(seed: int):
 
 def bptt_grad(model, frozen_hidden_bias=False):
     def grad(params, x, y):
-        loss, grads = bptt.simple_rnn_bptt(params, x, y, ACTIVATION)
+        loss, grads = teaching_bptt.simple_rnn_bptt(params, x, y, ACTIVATION)
         if frozen_hidden_bias:
             grads = tuple(g._replace(b=jnp.zeros_like(g.b)) for g in grads[:-1]) + (grads[-1],)
         return loss, grads
@@ -245,6 +244,43 @@ def plot_weights(params, path, title):
     fig.savefig(path, dpi=100)
 
 
+def result_tables(result) -> tuple:
+    """The study's two tables, ``(rows, header)`` each, from its results: the runs, and BPTT against jax.grad."""
+    multi = result["seeds"]
+    rows = [[name, f"{r['train_mse']:.5f}", f"{r['valid_mse']:.5f}", f"{r['best_valid_mse']:.5f}", f"{r['seconds']:.2f}"]
+            for name, r in result["runs"].items()]
+    rows.append([f"sgd/bptt, {len(multi['seeds'])} seeds (mean / max)", "",
+                 f"{np.mean(multi['valid_mse']):.5f} / {np.max(multi['valid_mse']):.5f}",
+                 f"{np.min(np.asarray(multi['valid_curves'])):.5f}", f"{multi['seconds']:.2f}"])
+    comparison = [[kind, f"{c['max_abs_param_diff']:.2e}", f"{c['max_abs_train_curve_diff']:.2e}",
+                   f"{c['max_abs_valid_curve_diff']:.2e}"] for kind, c in result["bptt_vs_jax_grad"].items()]
+    return ((rows, ["run", "train MSE", "valid MSE", "best valid MSE", "seconds"]),
+            (comparison, ["optimiser", "final params", "train curve", "valid curve"]))
+
+
+def markdown(result) -> str:
+    """results.md: the settings and the two tables."""
+    s = result["settings"]
+    runs_table, comparison_table = result_tables(result)
+    return "\n".join([
+        "# Binary sums: the first seed's network, with hand-written BPTT and with jax.grad",
+        "",
+        f"`{result['command']}` (seed {result['seed']}): {s['train']} training / {s['valid']} validation sequences "
+        f"of {s['n_discr_points'] - 1} bits and their sum; network 1 -> {' -> '.join(map(str, s['widths']))} "
+        f"({s['activation']}) -> 1 (linear); {s['epochs']} epochs; {s['dtype']}; loss {s['loss']}. Seconds are "
+        f"the compiled training programs' run times; wall time {result['wall_seconds']:.1f} s.",
+        "",
+        markdown_table(*runs_table),
+        "",
+        "Hand-written BPTT against `jax.grad` from the same init (max |difference|):",
+        "",
+        markdown_table(*comparison_table),
+        "",
+        "Plots: `learning_curves.png`, `predictions.png`, `weights.png` (sgd/bptt), `weights_adam.png` (adam/bptt).",
+        "",
+    ])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 epochs and 2 seeds, for the tests")
@@ -255,7 +291,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     epochs = args.epochs or (3 if args.quick else 100)
     n_seeds = 2 if args.quick else 5
-    out = args.out or ("runs/binary_sum-quick" if args.quick else "experiments/results/binary_sum")
+    out = args.out or str(default_out("binary_sum", args.quick))
     os.makedirs(out, exist_ok=True)
     wall = time.perf_counter()
 
@@ -331,27 +367,8 @@ def main(argv=None) -> int:
         examples.append({"sequence": row, "prediction": float(p)})
         print(f"  {row}  ->  {p:7.4f}")
 
-    rows = [[name, f"{r['train_mse']:.5f}", f"{r['valid_mse']:.5f}", f"{r['best_valid_mse']:.5f}", f"{r['seconds']:.2f}"]
-            for name, r in runs.items()]
-    rows.append([f"sgd/bptt, {n_seeds} seeds (mean / max)", "",
-                 f"{np.mean(valid_mses):.5f} / {np.max(valid_mses):.5f}", f"{np.min(np.asarray(valid_curves)):.5f}",
-                 f"{run_s:.2f}"])
-    print()
-    print(table(rows, ["run", "train MSE", "valid MSE", "best valid MSE", "seconds"]))
-    print("\nhand-written BPTT against jax.grad from the same init (max |difference|):")
-    print(table([[kind, f"{c['max_abs_param_diff']:.2e}", f"{c['max_abs_train_curve_diff']:.2e}",
-                  f"{c['max_abs_valid_curve_diff']:.2e}"] for kind, c in comparison.items()],
-                ["optimiser", "final params", "train curve", "valid curve"]))
-
-    plot_curves(runs, os.path.join(out, "learning_curves.png"), "binary sums: learning curves")
-    plot_weights(final_params["sgd/bptt"], os.path.join(out, "weights.png"), "sgd/bptt: weights after training")
-    plot_weights(final_params["adam/bptt"], os.path.join(out, "weights_adam.png"), "adam/bptt: weights after training")
-    plot.plot_predictions(np.asarray(valid[1]), predictions["sgd/bptt"], os.path.join(out, "predictions.png"),
-                          title="sgd/bptt: validation predictions")
-
-    wall = time.perf_counter() - wall
     result = {
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "command": command_line(__file__, argv),
         "seed": args.seed,
         "settings": {"n_samples": N_SAMPLES, "n_discr_points": N_POINTS, "train": int(train[0].shape[0]),
                      "valid": int(valid[0].shape[0]), "widths": list(WIDTHS), "activation": ACTIVATION,
@@ -362,13 +379,25 @@ def main(argv=None) -> int:
         "bptt_vs_jax_grad": comparison,
         "validation_examples": examples,
         "seed_recipe_below_0.01": runs["sgd/bptt"]["valid_mse"] < 0.01,
-        "wall_seconds": wall,
+        "wall_seconds": None,  # below, once the plots are drawn
         "platform": {"python": platform.python_version(), "jax": jax.__version__, "cpu_count": os.cpu_count(),
                      "backend": jax.default_backend()},
     }
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"\nwall time {wall:.1f} s; outputs in {out}/")
+    runs_table, comparison_table = result_tables(result)
+    print()
+    print(table(*runs_table))
+    print("\nhand-written BPTT against jax.grad from the same init (max |difference|):")
+    print(table(*comparison_table))
+
+    plot_curves(runs, os.path.join(out, "learning_curves.png"), "binary sums: learning curves")
+    plot_weights(final_params["sgd/bptt"], os.path.join(out, "weights.png"), "sgd/bptt: weights after training")
+    plot_weights(final_params["adam/bptt"], os.path.join(out, "weights_adam.png"), "adam/bptt: weights after training")
+    plot.plot_predictions(np.asarray(valid[1]), predictions["sgd/bptt"], os.path.join(out, "predictions.png"),
+                          title="sgd/bptt: validation predictions")
+
+    result["wall_seconds"] = time.perf_counter() - wall
+    write_results(out, result, markdown(result))
+    print(f"\nwall time {result['wall_seconds']:.1f} s; outputs in {out}/")
     return 0
 
 

@@ -1,6 +1,6 @@
 """A character-level language model of Python source code, trained with truncated BPTT.
 
-The text is Python's own standard library (:func:`scanrnn.text.stdlib_corpus`):
+The text is Python's own standard library (:func:`scanrnn.data.text.stdlib_corpus`):
 its ``*.py`` files outside the test folders, split into training and
 validation text by file (10 % of the files, seeded), so the validation text
 is code the model never read. Characters seen fewer than ``MIN_COUNT`` times
@@ -22,10 +22,10 @@ starts at a new offset, with zero carries. Adam with a cosine-decayed
 learning rate and global-norm gradient clipping.
 
 Validation bits per character are evaluated statefully over the whole
-validation stream (:func:`scanrnn.text.stream_bits_per_char`) and compared
+validation stream (:func:`scanrnn.language_model.stream_bits_per_char`) and compared
 with the unigram baseline (the add-one smoothed character frequencies of
 the training text). Samples at temperatures 0.5, 0.8 and 1.0 are drawn with
-:func:`scanrnn.text.sample`.
+:func:`scanrnn.language_model.sample`.
 
     python experiments/char_rnn.py            # the full study, under 10 minutes on 2 CPU cores
     python experiments/char_rnn.py --quick    # a tiny corpus and a few steps, for the tests
@@ -34,7 +34,6 @@ the training text). Samples at temperatures 0.5, 0.8 and 1.0 are drawn with
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -49,9 +48,10 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import scanrnn as sr  # noqa: E402
-from scanrnn import text  # noqa: E402
+from scanrnn import language_model  # noqa: E402
+from scanrnn.data import text  # noqa: E402
 from scanrnn.train import Batch, batch_initial_carry, make_tbptt_step, softmax_cross_entropy, stream_batches  # noqa: E402
-from _tables import table  # noqa: E402  (experiments/_tables.py)
+from benchmarks.common import command_line, default_out, markdown_table, table, write_results  # noqa: E402
 
 MIN_COUNT = 10  # rarer training characters map to the unknown id
 TEMPERATURES = (0.5, 0.8, 1.0)
@@ -84,7 +84,8 @@ def plot_learning_curve(curve, train_curve, log_every, unigram, path):
     fig.savefig(path, dpi=100)
 
 
-def write_markdown(path, result, rows, header):
+def markdown(result, rows, header) -> str:
+    """results.md: the settings, the table and the samples."""
     s = result["settings"]
     lines = [
         "# Character-level LSTM on Python's standard library (truncated BPTT)",
@@ -98,16 +99,13 @@ def write_markdown(path, result, rows, header):
         f"measured under load on a {result['platform']['cpu_count']}-core CPU (load average "
         f"{result['load_average_at_start'][0]:.1f} at the start, {result['load_average_at_end'][0]:.1f} at the end).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+        markdown_table(rows, header, align="l" + "r" * (len(header) - 1)),
     ]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     lines += ["", f"Samples (start symbol a newline, prime `{PRIME}`, {s['sample_length']} characters; "
                   f"{text.UNKNOWN} is the unknown symbol):", ""]
     for t, sample in result["samples"].items():
         lines += [f"## temperature {t}", "", "```python", sample, "```", ""]
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -121,7 +119,7 @@ def main(argv=None) -> int:
     settings = dict(QUICK if args.quick else FULL)
     if args.steps:
         settings["steps"] = args.steps
-    out = args.out or ("runs/char_rnn-quick" if args.quick else "experiments/results/char_rnn")
+    out = args.out or str(default_out("char_rnn", args.quick))
     os.makedirs(out, exist_ok=True)
     wall, cpu, load_at_start = time.perf_counter(), time.process_time(), list(os.getloadavg())
 
@@ -150,7 +148,7 @@ def main(argv=None) -> int:
           f"clip {settings['clip']}")
 
     def evaluate(params):
-        return text.stream_bits_per_char(model, params, valid_ids, V, batch_size=settings["eval_batch"], chunk_size=K)
+        return language_model.stream_bits_per_char(model, params, valid_ids, V, batch_size=settings["eval_batch"], chunk_size=K)
 
     curve = {"step": [], "train_bits": [], "valid_bits": [], "seconds": []}  # train_bits: mean since the last point
     train_curve = {"step": [], "bits": []}  # mean over each log_every steps
@@ -197,7 +195,7 @@ def main(argv=None) -> int:
     samples = {}
     sample_start = time.perf_counter()
     for j, temperature in enumerate(TEMPERATURES):
-        samples[str(temperature)] = text.sample(model, params, vocab, PRIME, settings["sample_length"],
+        samples[str(temperature)] = language_model.sample(model, params, vocab, PRIME, settings["sample_length"],
                                                 temperature=temperature, key=jax.random.key(args.seed * 100 + j),
                                                 start=START)
         print(f"\n--- sample at temperature {temperature} ---\n{samples[str(temperature)]}")
@@ -206,7 +204,7 @@ def main(argv=None) -> int:
     plot_learning_curve(curve, train_curve, settings["log_every"], unigram, os.path.join(out, "learning_curve.png"))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     result = {
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "command": command_line(__file__, argv),
         "seed": args.seed,
         "settings": {**settings, "quick": args.quick, "min_count": MIN_COUNT, "vocab_size": V,
                      "vocab_symbols": vocab.symbols, "train_chars": len(train_ids), "valid_chars": len(valid_ids),
@@ -233,9 +231,7 @@ def main(argv=None) -> int:
         "platform": {"python": platform.python_version(), "jax": jax.__version__, "cpu_count": os.cpu_count(),
                      "backend": jax.default_backend()},
     }
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    write_markdown(os.path.join(out, "results.md"), result, rows, header)
+    write_results(out, result, markdown(result, rows, header))
     print(f"\nwall time {wall:.1f} s, process CPU time {cpu:.1f} s (load average {os.getloadavg()[0]:.1f}); "
           f"outputs in {out}/")
     return 0

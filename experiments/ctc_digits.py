@@ -32,7 +32,6 @@ label length of the held-out set (Graves et al., 2006).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -49,7 +48,7 @@ import optax  # noqa: E402
 
 import scanrnn as sr  # noqa: E402
 from scanrnn.ctc import ctc_beam_search, ctc_greedy_decode, ctc_loss, edit_distance, label_error_rate  # noqa: E402
-from _tables import table  # noqa: E402  (experiments/_tables.py)
+from benchmarks.common import command_line, default_out, markdown_table, table, write_results  # noqa: E402
 
 FEATURES = 16
 NUM_DIGITS = (1, 6)  # digits per example, inclusive
@@ -230,6 +229,34 @@ def plot_learning_curve(curve, path):
     fig.savefig(path, dpi=100)
 
 
+def decoder_table(decoders: dict, labels: int) -> tuple:
+    """``(rows, header)``: each decoder's label error rate, edit distance and wrong sequences on the held-out set."""
+    rows = [[name, f"{100 * r['label_error_rate']:.2f}%", f"{r['edit_distance']} / {labels}",
+             f"{100 * r['sequence_error_rate']:.2f}%"] for name, r in decoders.items()]
+    return rows, ["decoder (held out)", "label error rate", "edit distance / labels", "sequences wrong"]
+
+
+def markdown(result) -> str:
+    """results.md: the settings and the decoders' table."""
+    s = result["settings"]
+    return "\n".join([
+        "# CTC on synthetic spoken digits: held-out label error rate",
+        "",
+        f"`{result['command']}` (seed {result['seed']}): {s['train']} training and {s['test']} held-out examples "
+        f"of {s['num_digits'][0]}-{s['num_digits'][1]} digits, {s['features']} features, noise {s['noise']}; "
+        f"{s['model']} ({s['n_params']} params), {s['steps']} steps of batch {s['batch']}, {s['optimizer']} "
+        f"{s['lr']}. Held-out CTC loss {result['test_loss']:.4f}; greedy and beam search differ on "
+        f"{result['greedy_beam_disagreements']} examples. Wall time {result['wall_seconds']:.0f} s (process CPU "
+        f"time {result['process_cpu_seconds']:.0f} s).",
+        "",
+        markdown_table(*decoder_table(result["decoders"], result["test_labels"])),
+        "",
+        "Plots: `learning_curve.png` (CTC loss and held-out greedy label error rate against steps), "
+        "`frame_probabilities.png` (one held-out example's frames and per-frame class probabilities).",
+        "",
+    ])
+
+
 # --------------------------------------------------------------------------
 
 
@@ -245,7 +272,7 @@ def main(argv=None) -> int:
     settings = dict(QUICK if args.quick else FULL)
     if args.steps:
         settings["steps"] = args.steps
-    out = args.out or ("runs/ctc_digits-quick" if args.quick else "experiments/results/ctc_digits")
+    out = args.out or str(default_out("ctc_digits", args.quick))
     os.makedirs(out, exist_ok=True)
     wall, cpu = time.perf_counter(), time.process_time()
 
@@ -315,9 +342,7 @@ def main(argv=None) -> int:
     total_labels = int(sum(len(t) for t in targets))
     disagreements = int(sum(g != b for g, b in zip(greedy, beams)))
     print()
-    print(table([[name, f"{100 * r['label_error_rate']:.2f}%", f"{r['edit_distance']} / {total_labels}",
-                  f"{100 * r['sequence_error_rate']:.2f}%"] for name, r in results.items()],
-                ["decoder (held out)", "label error rate", "edit distance / labels", "sequences wrong"]))
+    print(table(*decoder_table(results, total_labels)))
     print(f"held-out CTC loss {float(test_loss):.4f}; greedy and beam differ on {disagreements} of "
           f"{len(targets)} examples; beam search took {beam_seconds:.1f} s (NumPy)")
 
@@ -337,7 +362,7 @@ def main(argv=None) -> int:
     greedy_ler = results["greedy (best path)"]["label_error_rate"]
     beam_ler = results[f"prefix beam search, width {settings['beam']}"]["label_error_rate"]
     result = {
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "command": command_line(__file__, argv),
         "seed": args.seed,
         "settings": {**settings, "quick": args.quick, "features": FEATURES, "num_digits": NUM_DIGITS,
                      "digit_frames": DIGIT_FRAMES, "pause_frames": PAUSE_FRAMES, "pause_prob": PAUSE_PROB,
@@ -345,6 +370,7 @@ def main(argv=None) -> int:
                      "model": f"serial(bidirectional(lstm({settings['hidden']})) x 2, dense({NUM_CLASSES}))",
                      "n_params": n_params, "optimizer": "clip_by_global_norm then adam", "dtype": "float32"},
         "test_loss": float(test_loss),
+        "test_labels": total_labels,
         "decoders": results,
         "greedy_label_error_rate": greedy_ler,
         "beam_label_error_rate": beam_ler,
@@ -359,8 +385,7 @@ def main(argv=None) -> int:
         "platform": {"python": platform.python_version(), "jax": jax.__version__, "cpu_count": os.cpu_count(),
                      "backend": jax.default_backend()},
     }
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_results(out, result, markdown(result))
     print(f"\nwall time {wall:.1f} s, process CPU time {cpu:.1f} s; outputs in {out}/")
     return 0
 

@@ -1,6 +1,6 @@
 """Translating human-written dates into ISO form, with and without attention, greedy and beam decoding.
 
-The task (:mod:`scanrnn.dates`, character level): a date from 1950-2049 in
+The task (:mod:`scanrnn.data.dates`, character level): a date from 1950-2049 in
 one of 14 formats ("22 Nov 2026", "november 22, 2026", "2026/11/22",
 "Sunday, 22 November 2026", "22.11.26", "11/22/2026", "22nd of November
 2026", ...), in its written, lower or upper case, goes to "2026-11-22".
@@ -30,7 +30,6 @@ token, equals the ISO date.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -45,9 +44,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import scanrnn as sr  # noqa: E402
-from scanrnn import dates  # noqa: E402
+from scanrnn.data import dates  # noqa: E402
 from scanrnn.seq2seq import additive_attention, beam_decode, general_attention, greedy_decode, seq2seq  # noqa: E402
-from _tables import table, markdown_table  # noqa: E402  (experiments/_tables.py)
+from benchmarks.common import command_line, default_out, markdown_table, table, write_results  # noqa: E402
 
 FULL = dict(train=50000, test=2000, embed=32, encoder=64, decoder=128, attention=64, steps=1000, batch=64,
             lr=3e-3, clip=1.0, beam=4, alpha=0.6, eval_every=250, held_out=0.1, plot_examples=4)
@@ -134,7 +133,7 @@ def main(argv=None) -> int:
         jax.config.update("jax_disable_most_optimizations", True)
     if args.steps:
         s["steps"] = args.steps
-    out = args.out or ("runs/date_translation-quick" if args.quick else "experiments/results/date_translation")
+    out = args.out or str(default_out("date_translation", args.quick))
     os.makedirs(out, exist_ok=True)
     wall, cpu = time.perf_counter(), time.process_time()
     load_before = os.getloadavg()
@@ -240,7 +239,7 @@ def main(argv=None) -> int:
 
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     result = {
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "command": command_line(__file__, argv),
         "seed": args.seed,
         "settings": {**s, "quick": args.quick, "formats": list(dates.FORMAT_NAMES), "cases": list(dates.CASES),
                      "dates": [str(dates.FIRST), str(dates.LAST)], "training_dates": len(train_dates),
@@ -257,17 +256,16 @@ def main(argv=None) -> int:
         "platform": {"python": platform.python_version(), "jax": jax.__version__, "cpu_count": os.cpu_count(),
                      "backend": jax.default_backend()},
     }
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write("# Date translation: held-out exact-sequence accuracy\n\n")
-        f.write(f"Command `{result['command']}`, seed {args.seed}; {s['train']} training examples, {s['test']} held-out "
-                f"examples of {len(test_dates)} dates never seen in training; {s['steps']} steps of batch "
-                f"{s['batch']} per model; beam width {s['beam']}, alpha {s['alpha']}.\n\n")
-        f.write(markdown_table(rows, header) + "\n\n")
-        f.write(markdown_table(format_rows, format_header) + "\n\n")
-        f.write(f"Wall time {wall:.0f} s, process CPU time {cpu:.0f} s (load average {load_before[0]:.1f} before, "
-                f"{result['load_average_after'][0]:.1f} after, on {os.cpu_count()} cores).\n")
+    write_results(out, result, "".join([
+        "# Date translation: held-out exact-sequence accuracy\n\n",
+        f"Command `{result['command']}`, seed {args.seed}; {s['train']} training examples, {s['test']} held-out "
+        f"examples of {len(test_dates)} dates never seen in training; {s['steps']} steps of batch "
+        f"{s['batch']} per model; beam width {s['beam']}, alpha {s['alpha']}.\n\n",
+        markdown_table(rows, header) + "\n\n",
+        markdown_table(format_rows, format_header) + "\n\n",
+        f"Wall time {wall:.0f} s, process CPU time {cpu:.0f} s (load average {load_before[0]:.1f} before, "
+        f"{result['load_average_after'][0]:.1f} after, on {os.cpu_count()} cores).\n",
+    ]))
     print(f"\nwall time {wall:.1f} s, process CPU time {cpu:.1f} s (load average {load_before[0]:.1f} before, "
           f"{result['load_average_after'][0]:.1f} after); outputs in {out}/")
     return 0

@@ -27,7 +27,8 @@ signal reaches the start of the sequence (Bengio et al. 1994; Pascanu et al.
 gate block for the gated cells).
 
 Outputs in ``--out``: ``results.json`` (settings, command, seed, per-model
-numbers, norms and eigenvalues, wall and CPU seconds), ``grad_norms.png``
+numbers, norms and eigenvalues, wall and CPU seconds), ``results.md`` (the
+table), ``grad_norms.png``
 (log-scale norms against ``t``, at init and after training),
 ``spectra.png`` (eigenvalues in the complex plane with the unit circle) and
 ``learning_curves.png`` (test MSE against training steps).
@@ -39,7 +40,6 @@ numbers, norms and eigenvalues, wall and CPU seconds), ``grad_norms.png``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -58,6 +58,7 @@ import scanrnn as sr  # noqa: E402
 from scanrnn import data  # noqa: E402
 from scanrnn.diagnostics import gradient_norms, hidden_state_gradients, recurrent_spectrum  # noqa: E402
 from scanrnn.train import mse  # noqa: E402
+from benchmarks.common import command_line, default_out, markdown_table, table, write_results  # noqa: E402
 
 BASELINE = 1 / 6  # the MSE of always predicting 1: Var(U1 + U2)
 LEARNED = 0.01  # a model has learned the task when its test MSE is below this
@@ -97,9 +98,7 @@ def parse_args(argv=None):
     if args.max_steps % args.eval_every:
         p.error(f"--max-steps ({args.max_steps}) must be a multiple of --eval-every ({args.eval_every})")
     if args.out is None:
-        args.out = os.path.join("runs", "gradient_flow-quick") if args.quick else os.path.join(
-            "experiments", "results", "gradient_flow"
-        )
+        args.out = str(default_out("gradient_flow", args.quick))
     return args
 
 
@@ -195,7 +194,8 @@ def run_model(name, args, test, probe):
     }
 
 
-def table(rows, max_steps):
+def result_table(rows, max_steps) -> tuple:
+    """``(rows, header)`` of the study's table: one row per model."""
     header = ["model", "learned?", "steps to MSE<0.01", "final test MSE", "|g_0|/|g_T-1| init",
               "|g_0|/|g_T-1| trained", "max |eig| trained", "seconds", "CPU s"]
 
@@ -215,9 +215,26 @@ def table(rows, max_steps):
             f"{r['seconds']:.1f}",
             f"{r['cpu_seconds']:.1f}",
         ])
-    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(l) for l in lines])
+    return lines, header
+
+
+def markdown(result) -> str:
+    """results.md: the settings and the table."""
+    s = result["settings"]
+    return "\n".join([
+        "# Gradient flow through time on the adding problem",
+        "",
+        f"`{result['command']}` (seed {result['seed']}): T = {s['steps_T']}; predicting 1 gives MSE "
+        f"{result['baseline_mse']:.3f}, and a model has learned the task below {result['learned_below']}. Settings: "
+        f"{', '.join(f'{k}={v}' for k, v in s.items())}. `|g_0|/|g_T-1|` is the mean norm of dL/dh at the first step over that at the last. Wall time "
+        f"{result['wall_seconds']:.0f} s, CPU time {result['cpu_seconds']:.0f} s.",
+        "",
+        markdown_table(*result_table(result["models"], s["max_steps"])),
+        "",
+        "Plots: `grad_norms.png` (|dL/dh_t| against t, at initialisation and after training), `spectra.png` "
+        "(eigenvalues of the trained recurrent matrices), `learning_curves.png` (test MSE against steps).",
+        "",
+    ])
 
 
 def _figure(width, height, nrows=1, ncols=1, **kw):
@@ -301,12 +318,12 @@ def main(argv=None):
               f"{row['seconds']:.1f} s", flush=True)
 
     print()
-    print(table(rows, args.max_steps))
+    print(table(*result_table(rows, args.max_steps)))
     plot_norms(rows, os.path.join(args.out, "grad_norms.png"), args.steps_T)
     plot_spectra(rows, os.path.join(args.out, "spectra.png"))
     plot_curves(rows, os.path.join(args.out, "learning_curves.png"))
     results = {
-        "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]) if argv is None else argv,
+        "command": command_line(__file__, argv),
         "seed": args.seed,
         "quick": args.quick,
         "settings": settings,
@@ -317,8 +334,7 @@ def main(argv=None):
         "cpu_seconds": time.process_time() - start_cpu,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "jax": jax.__version__},
     }
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_results(args.out, results, markdown(results))
     print(f"\nwall {results['wall_seconds']:.1f} s, CPU {results['cpu_seconds']:.1f} s; outputs in {args.out}")
     return 0
 

@@ -56,7 +56,7 @@ import scanrnn as sr  # noqa: E402
 from scanrnn import data, train  # noqa: E402
 from scanrnn.classic import elman, jordan, narx  # noqa: E402
 from scanrnn.conv import causal_conv  # noqa: E402
-from scanrnn.minimal import min_gru, min_lstm  # noqa: E402
+from benchmarks.common import command_line, default_out, markdown_table, write_results  # noqa: E402
 
 N_IN = 50  # input steps
 AHEAD = 10  # the long horizon
@@ -91,6 +91,16 @@ def two_layers(cell, features, *, last=False):
     )
 
 
+def parallel_min_gru(hidden_size):
+    """``min_gru`` run as the associative scan over time of Feng et al. (2024), as in the recorded study."""
+    return sr.min_gru(hidden_size, mode="parallel")
+
+
+def parallel_min_lstm(hidden_size):
+    """``min_lstm`` run as the associative scan over time, as in the recorded study."""
+    return sr.min_lstm(hidden_size, mode="parallel")
+
+
 def wavenet(features):
     dilated = [causal_conv(20, 2, dilation=d, activation="relu") for d in (1, 2, 4, 8) * 2]
     return sr.serial(*dilated, causal_conv(features, 1))
@@ -108,8 +118,8 @@ ONE_STEP = [
     Spec("GRU", 1, lambda: two_layers(sr.gru, 1, last=True)),
     Spec("LN-RNN", 1, lambda: two_layers(sr.layer_norm_rnn, 1, last=True)),
     # Feng et al. (2024): gates read only the input, so each layer is a parallel scan over time.
-    Spec("minGRU", 1, lambda: two_layers(min_gru, 1, last=True)),
-    Spec("minLSTM", 1, lambda: two_layers(min_lstm, 1, last=True)),
+    Spec("minGRU", 1, lambda: two_layers(parallel_min_gru, 1, last=True)),
+    Spec("minLSTM", 1, lambda: two_layers(parallel_min_lstm, 1, last=True)),
     Spec("bidirectional GRU + GRU", 1, lambda: sr.serial(
         sr.bidirectional(sr.gru(20)), sr.recurrent(sr.gru(20), return_sequences=False), sr.dense(1))),
     # The three networks' outputs are fed back, so each output is trained to
@@ -127,8 +137,8 @@ TEN_STEPS = [
     Spec("seq-to-seq LSTM", AHEAD, lambda: two_layers(sr.lstm, AHEAD), every_step()),
     Spec("seq-to-seq GRU", AHEAD, lambda: two_layers(sr.gru, AHEAD), every_step()),
     Spec("seq-to-seq LN-RNN", AHEAD, lambda: two_layers(sr.layer_norm_rnn, AHEAD), every_step()),
-    Spec("seq-to-seq minGRU", AHEAD, lambda: two_layers(min_gru, AHEAD), every_step()),
-    Spec("seq-to-seq minLSTM", AHEAD, lambda: two_layers(min_lstm, AHEAD), every_step()),
+    Spec("seq-to-seq minGRU", AHEAD, lambda: two_layers(parallel_min_gru, AHEAD), every_step()),
+    Spec("seq-to-seq minLSTM", AHEAD, lambda: two_layers(parallel_min_lstm, AHEAD), every_step()),
     # The seed's Conv1D(20, 4, strides=2, padding="valid"): output o reads inputs 2o .. 2o + 3.
     Spec("conv(20, 4, stride 2) + 2 GRU", AHEAD, lambda: sr.serial(
         causal_conv(20, 4, stride=2, padding="valid"), sr.recurrent(sr.gru(20)), sr.recurrent(sr.gru(20)),
@@ -301,7 +311,7 @@ def run(args) -> dict:
         "loss": "mse (over all outputs of a sequence-to-sequence model)", "seed": args.seed,
     }
     result = {
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "command": command_line(__file__),
         "settings": settings,
         "wall_seconds": wall,
         "environment": {"jax": jax.__version__, "optax": optax.__version__, "python": platform.python_version(),
@@ -310,10 +320,7 @@ def run(args) -> dict:
         "rows": rows,
         "histories": {f"{h}:{name}": hist for (h, name), hist in histories.items()},
     }
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(markdown(result))
+    write_results(args.out, result, markdown(result))
     print(f"wall time {wall:.0f} s; results in {args.out}")
     return result
 
@@ -325,7 +332,7 @@ def merge(args, rows, histories, wall) -> dict:
         raise SystemExit(f"--merge needs an earlier full run's {path}")
     with open(path) as f:
         result = json.load(f)
-    command = " ".join([os.path.basename(sys.executable)] + sys.argv)
+    command = command_line(__file__)
     if result["settings"]["epochs"] != (args.epochs or 20) or result["settings"]["seed"] != args.seed:
         raise SystemExit("--merge: the epochs and seed must be those of the results it merges into")
     new = {(r["horizon"], r["model"]): r for r in rows if r["params"] > 0 and not r["model"].startswith("iterated")}
@@ -337,10 +344,7 @@ def merge(args, rows, histories, wall) -> dict:
     result["rows"] = merged
     result["histories"].update({f"{h}:{name}": hist for (h, name), hist in histories.items()})
     result.setdefault("merged_runs", []).append({"command": command, "wall_seconds": wall})
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(markdown(result))
+    write_results(args.out, result, markdown(result))
     plot_learning_curves(
         {(int(k.split(":", 1)[0]), k.split(":", 1)[1]): v for k, v in result["histories"].items()},
         os.path.join(args.out, "learning_curves.png"),
@@ -390,10 +394,9 @@ def markdown(result) -> str:
         "*valid/test all* is the MSE over all the outputs of a model with an output at every step (the "
         "loss it was trained on).",
         "",
-        "| " + " | ".join(name for name, _ in COLUMNS) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
+        markdown_table([cells(row) for row in result["rows"]], [name for name, _ in COLUMNS],
+                       align="ll" + "r" * (len(COLUMNS) - 2)),
     ]
-    lines += ["| " + " | ".join(cells(row)) + " |" for row in result["rows"]]
     for run in result.get("merged_runs", []):
         lines += ["", f"Rows added or replaced later, with the same data and settings, by `{run['command']}` "
                       f"({run['wall_seconds']:.0f} s)."]
@@ -488,8 +491,7 @@ def main(argv=None) -> int:
                         help="add the trained rows to the results already in --out instead of replacing them")
     args = parser.parse_args(argv)
     if args.out is None:
-        args.out = os.path.join("runs", "sine_forecast-quick") if args.quick else os.path.join(
-            "experiments", "results", "sine_forecast")
+        args.out = str(default_out("sine_forecast", args.quick))
     run(args)
     return 0
 

@@ -1,19 +1,22 @@
 """The hand-written backward pass against autodiff through the scan, over a grid of shapes.
 
-This is the measurement behind ``backward="auto"`` (``scanrnn.unroll``'s
-``hand_written_default``): for each cell (LSTM, GRU), batch size ``B`` and
-hidden size ``H`` the many-to-one model::
+This is the measurement behind the default ``Execution.backward="autodiff"``
+(``scanrnn.Execution``, the same on every backend) and the advice to pass
+``backward="hand"`` for small batches: for each cell (LSTM, GRU), batch size
+``B`` and hidden size ``H`` the many-to-one model::
 
-    model = serial(recurrent(cell, return_sequences=False, backward=...), dense(1))
+    model = serial(recurrent(cell, return_sequences=False, execution=Execution(backward=...)), dense(1))
     loss  = mean over the batch of (model(x) - y) ** 2
 
-is built twice, with ``backward="hand"`` and ``backward="autodiff"``, and the
+is built twice, with ``Execution(backward="hand")`` and
+``Execution(backward="autodiff")``, and the
 jitted ``jax.value_and_grad(loss)`` of a batch ``[B, T, I]`` is timed: one
 call to compile, one more untimed, then ``--repeats`` calls of each,
 alternating, each ending with ``block_until_ready``. Both must give the same
 loss and gradients (1e-4 relative) before they are timed. Reported: the
-median times and ``autodiff / hand`` (above 1: the hand-written pass is
-faster), and which of the two ``backward="auto"`` picks on this backend.
+median times, ``autodiff / hand`` (above 1: the hand-written pass is
+faster) and which of the two was the faster; the default, ``Execution()``'s
+``backward``, is ``"autodiff"`` whatever they say.
 
 Usage (from the repository root)::
 
@@ -29,23 +32,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
-import platform
-import shlex
 import statistics
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import scanrnn
-from scanrnn.unroll import hand_written_default
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from _tables import markdown_table, table  # noqa: E402
+from common import (command_line, default_out, describe, load_average, machine_info, markdown_table, table,
+                    write_results)
 
 CELLS = {"lstm": scanrnn.lstm, "gru": scanrnn.gru}
 
@@ -68,14 +63,16 @@ def parse_args(argv=None):
     args.steps = args.steps or (5 if quick else 100)
     args.inputs = args.inputs or (3 if quick else 32)
     args.repeats = args.repeats or (3 if quick else 11)
-    args.out = args.out or ("runs/benchmarks-backward-quick" if quick else "experiments/results/benchmarks-backward")
+    args.out = args.out or str(default_out("benchmarks-backward", quick))
     return args
 
 
 def train_step(cell_name, hidden, backward, data, seed):
     """The jitted loss-and-gradients function and its params for one configuration."""
     model = scanrnn.serial(
-        scanrnn.recurrent(CELLS[cell_name](hidden), return_sequences=False, backward=backward), scanrnn.dense(1)
+        scanrnn.recurrent(CELLS[cell_name](hidden), return_sequences=False,
+                          execution=scanrnn.Execution(backward=backward)),
+        scanrnn.dense(1),
     )
     x, y = data
     params = model.init(jax.random.key(seed), x.shape[-1])
@@ -106,15 +103,13 @@ def measure(cell_name, batch, hidden, args):
             times[b].append(time.perf_counter() - start)
     hand, autodiff = (1e3 * statistics.median(times[b]) for b in ("hand", "autodiff"))
     return {"cell": cell_name, "B": batch, "H": hidden, "hand_ms": hand, "autodiff_ms": autodiff,
-            "autodiff_over_hand": autodiff / hand, "auto_picks": "hand" if hand_written_default() else "autodiff"}
+            "autodiff_over_hand": autodiff / hand, "faster": "hand" if hand < autodiff else "autodiff"}
 
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
     wall = time.perf_counter()
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} " \
-              f"({jax.default_backend()}), load average {[round(v, 2) for v in os.getloadavg()]}"
+    machine = f"{describe(machine_info())}, load average {load_average()}"
     print(f"T={args.steps}, I={args.inputs}, median of {args.repeats}; {machine}", flush=True)
     rows = []
     for cell_name, batch, hidden in itertools.product(args.cells, args.batch, args.hidden):
@@ -122,22 +117,20 @@ def main(argv=None):
         rows.append(row)
         print(f"{cell_name:5s} B={batch:<4d} H={hidden:<4d} hand {row['hand_ms']:9.2f} ms  autodiff "
               f"{row['autodiff_ms']:9.2f} ms  autodiff/hand {row['autodiff_over_hand']:.2f}", flush=True)
-    header = ["cell", "B", "H", "hand ms", "autodiff ms", "autodiff / hand", "auto picks"]
+    header = ["cell", "B", "H", "hand ms", "autodiff ms", "autodiff / hand", "faster"]
     cells = [[r["cell"], r["B"], r["H"], f"{r['hand_ms']:.2f}", f"{r['autodiff_ms']:.2f}",
-              f"{r['autodiff_over_hand']:.2f}", r["auto_picks"]] for r in rows]
+              f"{r['autodiff_over_hand']:.2f}", r["faster"]] for r in rows]
     print()
     print(table(cells, header))
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv))
+    command = command_line(__file__, argv)
     settings = {"T": args.steps, "I": args.inputs, "repeats": args.repeats, "seed": args.seed, "quick": args.quick}
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write("# The hand-written backward pass against autodiff\n\n"
+    markdown = ("# The hand-written backward pass against autodiff\n\n"
                 f"`{command}`: training step (loss and gradients) of a many-to-one model, T={args.steps}, "
                 f"I={args.inputs}, median of {args.repeats} calls; {machine}. `autodiff / hand` above 1 means "
-                "the hand-written pass is faster; `auto picks` is what `backward=\"auto\"` takes on this "
-                "backend.\n\n" + markdown_table(cells, header) + "\n")
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"command": command, "machine": machine, "settings": settings, "rows": rows,
-                   "wall_seconds": time.perf_counter() - wall}, f, indent=1)
+                "the hand-written pass is faster. The default, `scanrnn.Execution().backward`, is "
+                f"`{scanrnn.Execution().backward!r}` on every backend.\n\n" + markdown_table(cells, header) + "\n")
+    write_results(args.out, {"command": command, "machine": machine, "settings": settings, "rows": rows,
+                             "wall_seconds": time.perf_counter() - wall}, markdown)
     print(f"\nwrote {args.out}/results.md and results.json ({time.perf_counter() - wall:.0f} s)")
 
 

@@ -32,9 +32,7 @@ Results go to ``--out`` (default ``experiments/results/benchmarks-long-runs``;
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -50,8 +48,7 @@ from scanrnn import data
 from scanrnn.train import Batch, batch_loss, fit, mse
 from scanrnn.train import _guarded_step, _objective  # the step fit compiles
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _tables import markdown_table, table  # noqa: E402
+from common import command_line, default_out, describe, machine_info, markdown_table, table, write_results
 
 
 def task(name: str, quick: bool):
@@ -131,8 +128,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.epochs, args.repeats = 4, 2, 1
-    out = args.out or ("runs/benchmarks-long-runs-quick" if args.quick else "experiments/results/benchmarks-long-runs")
-    os.makedirs(out, exist_ok=True)
+    out = args.out or str(default_out("benchmarks-long-runs", args.quick))
 
     rows, results = [], {}
     for name in args.tasks:
@@ -146,14 +142,11 @@ def main(argv=None) -> int:
         print(table(rows[-5:], ["task", "what", "median", "÷ plain"]), flush=True)
 
     header = ["task", "what", "median", "÷ plain (step) or without checkpoints (fit)"]
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}"
-    command = "python experiments/benchmarks/long_runs.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = f"# fit's guard and checkpoints\n\n`{command.strip()}` on {machine}, {time.strftime('%Y-%m-%d')}.\n\n"
+    machine = describe(machine_info())
+    command = command_line(__file__, argv)
+    report = f"# fit's guard and checkpoints\n\n`{command}` on {machine}, {time.strftime('%Y-%m-%d')}.\n\n"
     report += markdown_table(rows, header) + "\n"
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(report)
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"command": command.strip(), "machine": machine, "args": vars(args), "results": results}, f, indent=2)
+    write_results(out, {"command": command, "machine": machine, "args": vars(args), "results": results}, report)
     print(f"wrote {out}/results.md and results.json")
     return 0
 

@@ -3,7 +3,7 @@
 The step is the loss and gradients w.r.t. all params of a many-to-one model,
 ``jax.jit(jax.value_and_grad(loss))`` of::
 
-    model = serial(recurrent(lstm(H), return_sequences=False[, remat=...]), dense(1))
+    model = serial(recurrent(lstm(H), return_sequences=False, execution=Execution(remat=...)), dense(1))
     loss  = mean over the batch of (model(x) - y) ** 2        # x [B, T, I], y [B, 1]
 
 with ``B=16, H=128, I=32`` by default and ``T`` in ``1000, 10000, 100000``.
@@ -19,13 +19,11 @@ Each configuration runs in a fresh process, which reports
 
 A plain ``lax.scan`` saves about ``T B (several) H`` floats for the backward
 pass (for the LSTM the gate activations, ``c`` and ``tanh(c)``), so
-``remat="none"`` grows linearly in ``T``; the ``remat`` options of
-``scanrnn.recurrent`` (``"step"``: save only the carries and recompute each
-step; ``"sqrt"``: checkpoint every ``sqrt(T)`` steps, Chen et al. 2016) trade
-recomputation for memory. ``remat`` goes to ``scanrnn.recurrent`` when
-its signature has it, else to ``scanrnn.unroll`` (through a small layer
-around it); without a ``remat`` argument anywhere only ``"none"`` (the plain
-scan) runs and the others are reported as unsupported.
+``remat="none"`` grows linearly in ``T``; the other values of
+``scanrnn.Execution.remat`` (``"step"``: save only the carries and recompute
+each step; ``"sqrt"``: checkpoint every ``sqrt(T)`` steps, Chen et al. 2016)
+trade recomputation for memory. The other fields of the ``Execution`` keep
+their defaults.
 
 The process compiles the step before running it; when XLA's estimate
 (temp + args + out) exceeds ``--run-budget-gib`` (default 40% of the
@@ -49,17 +47,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import inspect
 import json
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from common import command_line, default_out, load_average, markdown_table, scanrnn_source, table, write_results
+
 REMATS = ("none", "step", "sqrt")
 GIB = 2**30
 MIB = 2**20
@@ -80,49 +77,15 @@ def available_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def scanrnn_source() -> str:
-    """Where scanrnn was imported from: its directory, commit, and whether it has uncommitted changes."""
-    import scanrnn
-
-    src = Path(scanrnn.__file__).resolve().parent
-    try:
-        git = ["git", "-C", str(src)]
-        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return f"from {src} (not a git checkout)"
-    return f"from {src} at commit {commit.stdout.strip()}" + (" with uncommitted changes" if dirty.stdout.strip() else "")
-
-
-def remat_via() -> str | None:
-    """Which public function takes ``remat``: ``"recurrent"``, else ``"unroll"``, else ``None``."""
-    import scanrnn
-
-    for fn in (scanrnn.recurrent, scanrnn.unroll):
-        if "remat" in inspect.signature(fn).parameters:
-            return fn.__name__
-    return None
+# Where the remat option goes (recorded in results.json as "via" and "remat_via").
+REMAT_VIA = "recurrent(execution=Execution(remat=...))"
 
 
 def many_to_one_lstm(hidden: int, remat: str):
-    """``serial(recurrent(lstm(H), return_sequences=False, remat=...), dense(1))``.
-
-    While only :func:`scanrnn.unroll` accepts ``remat``, the recurrent layer
-    is a small ``Layer`` around it; with neither, ``remat`` must be "none".
-    """
+    """``serial(recurrent(lstm(H), return_sequences=False, execution=Execution(remat=...)), dense(1))``."""
     import scanrnn as sr
 
-    cell = sr.lstm(hidden)
-    via = remat_via()
-    if via == "recurrent":
-        layer = sr.recurrent(cell, return_sequences=False, remat=remat)
-    elif via == "unroll":
-        layer = sr.Layer(cell.init, lambda params, xs, length=None: sr.last_valid(
-            sr.unroll(cell, params, xs, length=length, remat=remat)[1], length))
-    else:
-        if remat != "none":
-            raise ValueError("scanrnn has no remat argument")
-        layer = sr.recurrent(cell, return_sequences=False)
+    layer = sr.recurrent(sr.lstm(hidden), return_sequences=False, execution=sr.Execution(remat=remat))
     return sr.serial(layer, sr.dense(1))
 
 
@@ -139,7 +102,7 @@ def worker(spec: dict) -> dict:
     baseline = _maxrss_bytes()
     out = {**spec, "baseline_rss": baseline}
     B, T, I, H = spec["batch"], spec["steps"], spec["inputs"], spec["hidden"]
-    out["via"] = remat_via()
+    out["via"] = REMAT_VIA
     model = many_to_one_lstm(H, spec["remat"])
     params = model.init(jax.random.key(spec["seed"]), I)
     rng = np.random.default_rng(spec["seed"])
@@ -222,28 +185,19 @@ def fmt_mib(value) -> str:
     return "-" if value is None else f"{value / MIB:,.1f}"
 
 
-def table_rows(results: list, limit_gib) -> list:
+def table_rows(results: list, limit_gib) -> tuple:
+    """``(rows, header)`` of the results table."""
     header = ["T", "remat", "status", "xla temp MiB", "xla args+out MiB", "rss MiB", "ms/step"]
     if limit_gib:
         header.append(f"rss < {limit_gib:g} GiB")
-    rows = [header]
+    rows = []
     for r in results:
         row = [f"{r['steps']:,}", r["remat"], r["status"], fmt_mib(r.get("xla_temp")), fmt_mib(r.get("xla_args_out")),
                fmt_mib(r.get("rss")), "-" if "ms_per_step" not in r else f"{r['ms_per_step']:,.1f}"]
         if limit_gib:
             row.append("-" if r.get("status") != "ok" else ("yes" if r["rss"] < limit_gib * GIB else "no"))
         rows.append(row)
-    return rows
-
-
-def text_table(rows: list) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-def markdown_table(rows: list) -> str:
-    out = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
-    return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+    return rows, header
 
 
 def plot(results: list, path: Path) -> None:
@@ -298,13 +252,12 @@ def main(argv=None) -> int:
     start = time.time()
     steps = args.steps or ([100, 1000] if args.quick else [1000, 10000, 100000])
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
-    out = args.out or ROOT / ("runs/benchmarks-memory-quick" if args.quick else "experiments/results/benchmarks-memory")
+    out = args.out or default_out("benchmarks-memory", args.quick)
     available = available_bytes()
     kill_bytes = int(args.limit_gib * GIB) if args.limit_gib else int(0.75 * available)
     budget = int(args.run_budget_gib * GIB) if args.run_budget_gib else int(0.4 * available)
-    via = remat_via()
-    has_remat = via is not None
-    where = f"remat goes to scanrnn.{via}" if has_remat else "scanrnn has no remat argument: only remat=none runs"
+    via = REMAT_VIA
+    where = f"remat goes to scanrnn.{via}"
     print(f"memory available {available / GIB:.1f} GiB; run budget {budget / GIB:.1f} GiB; "
           f"kill past {kill_bytes / GIB:.1f} GiB RSS; {where}")
 
@@ -313,22 +266,18 @@ def main(argv=None) -> int:
         for remat in args.remat:
             spec = {"batch": args.batch, "steps": T, "inputs": args.inputs, "hidden": args.hidden, "remat": remat,
                     "seed": args.seed, "repeats": repeats, "run_budget": budget}
-            if remat != "none" and not has_remat:
-                results.append({**spec, "status": "unsupported: scanrnn has no remat argument"})
-            else:
-                results.append(run_config(spec, kill_bytes, args.timeout))
+            results.append(run_config(spec, kill_bytes, args.timeout))
             r = results[-1]
             print(f"T={T:>7,} remat={remat:<5} {r['status']:<12} xla temp {fmt_mib(r.get('xla_temp'))} MiB, "
                   f"rss {fmt_mib(r.get('rss'))} MiB, {r.get('ms_per_step', float('nan')):,.1f} ms/step")
 
-    rows = table_rows(results, args.limit_gib)
+    rows, header = table_rows(results, args.limit_gib)
     print()
-    print(text_table(rows))
+    print(table(rows, header, align="rllrrrr" + "l" * bool(args.limit_gib)))
     import jax
 
     report = {
-        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, Path.cwd()),
-                                                                     *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line(__file__, argv),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "settings": {"batch": args.batch, "hidden": args.hidden, "inputs": args.inputs, "steps": steps,
                      "remat": args.remat, "repeats": repeats, "seed": args.seed, "limit_gib": args.limit_gib,
@@ -336,18 +285,16 @@ def main(argv=None) -> int:
         "jax": jax.__version__,
         "scanrnn": scanrnn_source(),
         "cores": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": load_average(),
         "wall_time_s": time.time() - start,
         "results": results,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(report, indent=1))
-    (out / "results.md").write_text(
+    write_results(out, report, (
         f"# LSTM training-step memory (B={args.batch}, H={args.hidden}, I={args.inputs})\n\n"
         f"`{report['command']}`, {report['date']}, jax {jax.__version__}, scanrnn {report['scanrnn']}, "
         f"{os.cpu_count()} cores, load average {report['load_average']}. rss: peak RSS of a fresh process minus "
         f"its peak after imports; xla: `memory_analysis()` of the compiled step (temp buffers; arguments and "
-        f"outputs); ms/step under the load of the moment.\n\n{markdown_table(rows)}\n")
+        f"outputs); ms/step under the load of the moment.\n\n{markdown_table(rows, header)}\n"))
     plot(results, out / "memory.png")
     print(f"\nwrote {out}/results.json, results.md, memory.png ({report['wall_time_s']:.0f} s)")
     return 0

@@ -26,37 +26,37 @@ Usage (from the repository root)::
     python experiments/benchmarks/parallel_scan.py --quick    # T = 64, 256, 3 repeats
 
 ``--out PATH`` is the Markdown table (default
-``experiments/benchmarks/parallel_scan.md``; with ``--quick``
-``runs/parallel_scan-quick/parallel_scan.md``); the raw numbers, command and
-settings go to a JSON file of the same name beside it.
+``experiments/results/benchmarks-parallel-scan/results.md``; with
+``--quick`` ``runs/benchmarks-parallel-scan-quick/results.md``); the raw
+numbers, command and settings go to a JSON file of the same name beside it
+(``results.json``). Both are rewritten after every length.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import scanrnn
-from scanrnn.minimal import min_gru, min_lstm
+
+from common import command_line, default_out, markdown_table, scanrnn_source, table, write_json, write_text
 
 CELLS = {
     "lstm": lambda H: scanrnn.lstm(H),
-    "min_gru parallel": lambda H: min_gru(H, mode="parallel"),
-    "min_gru sequential": lambda H: min_gru(H, mode="sequential"),
-    "min_lstm parallel": lambda H: min_lstm(H, mode="parallel"),
-    "min_lstm sequential": lambda H: min_lstm(H, mode="sequential"),
+    "min_gru parallel": lambda H: scanrnn.min_gru(H, mode="parallel"),
+    "min_gru sequential": lambda H: scanrnn.min_gru(H, mode="sequential"),
+    "min_lstm parallel": lambda H: scanrnn.min_lstm(H, mode="parallel"),
+    "min_lstm sequential": lambda H: scanrnn.min_lstm(H, mode="sequential"),
 }
 TASKS = ("train", "infer")
 
@@ -78,9 +78,7 @@ def parse_args(argv=None):
     if args.repeats is None:
         args.repeats = 3 if args.quick else 10
     if args.out is None:
-        args.out = (
-            "runs/parallel_scan-quick/parallel_scan.md" if args.quick else "experiments/benchmarks/parallel_scan.md"
-        )
+        args.out = str(default_out("benchmarks-parallel-scan", args.quick) / "results.md")
     if args.repeats < 1 or min(args.steps) < 1:
         parser.error("--repeats and --steps must be positive")
     return args
@@ -153,87 +151,63 @@ def bench_length(T, args, log):
     return rows
 
 
-def source_version() -> str:
-    """The git commit of the library, marked ``+ uncommitted changes`` when src/ differs from it."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return commit.stdout.strip() + (" + uncommitted changes in src/" if dirty.stdout.strip() else "")
+HEADER = ["T", "task", "cell", "median ms", "min ms", "LSTM / cell"]
+ALIGN = "rllrrr"
 
 
-def table(rows):
-    """Aligned text and Markdown tables of the rows."""
-    head = ["T", "task", "cell", "median ms", "min ms", "LSTM / cell"]
-    body = [
-        [str(r["T"]), r["task"], r["cell"], f"{r['median_ms']:.2f}", f"{r['min_ms']:.2f}", f"{r['ratio']:.2f}"]
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    right = [True, False, False, True, True, True]
-
-    def line(cells):
-        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right))
-
-    text = "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
-    md = "\n".join(
-        ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if r else "---" for r in right) + "|"]
-        + ["| " + " | ".join(b) + " |" for b in body]
-    )
-    return text, md
+def table_rows(rows):
+    """The cells of the results table, one row per (T, task, cell)."""
+    return [[str(r["T"]), r["task"], r["cell"], f"{r['median_ms']:.2f}", f"{r['min_ms']:.2f}", f"{r['ratio']:.2f}"]
+            for r in rows]
 
 
 def write(args, rows, version, command, wall, complete):
     """The Markdown table and the JSON record of the rows so far."""
-    _, md = table(rows)
     settings = (
         f"B={args.batch}, I={args.inputs}, H={args.hidden}, float32, seed {args.seed}; median of "
         f"{args.repeats} timed calls after one compiling call; jax {jax.__version__} on "
-        f"{jax.devices()[0].platform} ({os.cpu_count()} CPU cores, {platform.machine()}); scanrnn at {version}"
+        f"{jax.devices()[0].platform} ({os.cpu_count()} CPU cores, {platform.machine()}); scanrnn {version}"
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("# Parallel-scan cells against the sequential LSTM\n\n")
-        f.write(
-            "Many-to-one MSE models `serial(recurrent(cell, return_sequences=False), dense(1))`; "
-            "train = jitted `value_and_grad` of the loss, infer = jitted forward pass. "
-            "`LSTM / cell` above 1 means faster than `scanrnn.lstm`. minGRU and minLSTM after "
-            "Feng et al. (2024), *Were RNNs All We Needed?* (arXiv:2410.01201); `parallel` is the "
-            "log-space associative scan, `sequential` a `lax.scan` of the same recurrence.\n\n"
-        )
-        f.write(md + "\n\n")
-        f.write(f"{settings}.\n\n")
-        if args.label:
-            f.write(f"{args.label}\n\n")
-        if not complete:
-            done = sorted({r["T"] for r in rows})
-            f.write(f"Incomplete: the run stopped after T = {done} of {args.steps}.\n\n")
-        f.write(f"Command: `{command}` (wall time {wall:.0f} s, {datetime.date.today().isoformat()}).\n")
-    json_path = os.path.splitext(args.out)[0] + ".json"
-    with open(json_path, "w") as f:
-        json.dump(
-            {
-                "command": command,
-                "settings": vars(args),
-                "jax": jax.__version__,
-                "platform": jax.devices()[0].platform,
-                "cpu_count": os.cpu_count(),
-                "source": version,
-                "complete": complete,
-                "wall_s": wall,
-                "rows": rows,
-            },
-            f,
-            indent=1,
-        )
+    lines = [
+        "# Parallel-scan cells against the sequential LSTM",
+        "",
+        "Many-to-one MSE models `serial(recurrent(cell, return_sequences=False), dense(1))`; "
+        "train = jitted `value_and_grad` of the loss, infer = jitted forward pass. "
+        "`LSTM / cell` above 1 means faster than `scanrnn.lstm`. minGRU and minLSTM after "
+        "Feng et al. (2024), *Were RNNs All We Needed?* (arXiv:2410.01201); `parallel` is the "
+        "log-space associative scan, `sequential` a `lax.scan` of the same recurrence.",
+        "",
+        markdown_table(table_rows(rows), HEADER, align=ALIGN),
+        "",
+        f"{settings}.",
+        "",
+    ]
+    if args.label:
+        lines += [args.label, ""]
+    if not complete:
+        done = sorted({r["T"] for r in rows})
+        lines += [f"Incomplete: the run stopped after T = {done} of {args.steps}.", ""]
+    lines.append(f"Command: `{command}` (wall time {wall:.0f} s, {datetime.date.today().isoformat()}).")
+    write_text(args.out, "\n".join(lines) + "\n")
+    json_path = Path(args.out).with_suffix(".json")
+    write_json(json_path, {
+        "command": command,
+        "settings": vars(args),
+        "jax": jax.__version__,
+        "platform": jax.devices()[0].platform,
+        "cpu_count": os.cpu_count(),
+        "source": version,
+        "complete": complete,
+        "wall_s": wall,
+        "rows": rows,
+    })
     return settings, json_path
 
 
 def main(argv=None):
     args = parse_args(argv)
-    version = source_version()  # before the run: what was imported
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+    version = scanrnn_source()  # before the run: what was imported
+    command = command_line(__file__, argv)
     start = time.perf_counter()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rows = []
@@ -243,8 +217,7 @@ def main(argv=None):
         complete = T == args.steps[-1]
         settings, json_path = write(args, rows, version, command, time.perf_counter() - start, complete)
     wall = time.perf_counter() - start
-    text, _ = table(rows)
-    print(text)
+    print(table(table_rows(rows), HEADER, align=ALIGN))
     print(settings)
     if args.label:
         print(args.label)

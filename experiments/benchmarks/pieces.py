@@ -2,20 +2,21 @@
 
 scanrnn runs the two directions of a bidirectional layer in one
 ``lax.scan``, ``jax.vmap`` over the stacked direction axis, or as two scans
-(the ``one_scan`` option), and a stack of layers as one jitted program. This
-script measures what each costs or saves against its pieces, on one shape
+(``scanrnn.Execution``'s ``one_scan``), and a stack of layers as one jitted
+program. This script measures what each costs or saves against its pieces, on one shape
 (default the harness's medium case: B=128, T=200, I=64, H=256), for a
 training step (the jitted loss and gradients of a many-to-one MSE loss,
 ``block_until_ready``) and for inference (the jitted forward pass).
 
 Bidirectional (LSTM and GRU; params stacked on a direction axis of 2):
 
-- ``one scan``: ``serial(bidirectional(cell, return_sequences=False, one_scan=True), dense(1))``,
-  both directions in one ``lax.scan`` through ``jax.vmap`` over the
-  direction axis (the default on accelerators);
+- ``one scan``: ``serial(bidirectional(cell, return_sequences=False,
+  execution=Execution(one_scan=True)), dense(1))``, both directions in one
+  ``lax.scan`` through ``jax.vmap`` over the direction axis (what cuDNN does,
+  and ``scanrnn.execution.ACCELERATOR``'s choice);
 - ``two scans``: the same with ``one_scan=False``, a forward scan and then a
-  reverse one (the default on a CPU); checked to give the same loss and
-  gradients before timing;
+  reverse one (the default, ``Execution()``, on every backend); checked to
+  give the same loss and gradients before timing;
 - ``apart``: the forward direction alone plus the backward direction alone
   (``unroll`` and ``unroll(..., reverse=True)``, each with its own
   ``dense(1)`` on ``H`` features), two programs, the sum of their median
@@ -30,8 +31,12 @@ Stacked (a two-layer LSTM):
   (with the gradient w.r.t. that input too, as the stack needs), two
   programs, the sum of their median times.
 
+Every ``unroll`` takes ``Execution(backward=--backward)`` (default
+``"autodiff"``, the default of ``Execution``) and the other fields at their
+defaults.
+
 Timed in one process, interleaved, after warm-up, median of ``--repeats``
-(the harness's ``time_round_robin``). ``÷ combined`` is a row's median over
+(``time_round_robin`` of ``common.py``). ``÷ combined`` is a row's median over
 the combined program's (``one scan`` / ``stacked``): above 1, the combined
 program is the faster.
 
@@ -48,22 +53,14 @@ with ``--quick``): ``results.md`` and ``results.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shlex
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
 import scanrnn
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, ".."))
-from _tables import markdown_table, table  # noqa: E402
-from run import load_average, machine_info, rel_err, time_round_robin  # noqa: E402
+from common import (command_line, default_out, describe, load_average, machine_info, markdown_table, rel_err, table,
+                    time_round_robin, write_results)
 
 CELLS = {"lstm": scanrnn.lstm, "gru": scanrnn.gru}
 CHECK_RTOL = 1e-4
@@ -78,7 +75,8 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, help="H (default 256)")
     p.add_argument("--bidir-cells", nargs="*", choices=sorted(CELLS), default=["lstm", "gru"])
     p.add_argument("--stacked-cells", nargs="*", choices=sorted(CELLS), default=["lstm"])
-    p.add_argument("--backward", default="auto", choices=["auto", "hand", "autodiff"], help="for every unroll")
+    p.add_argument("--backward", default="autodiff", choices=["hand", "autodiff"],
+                   help="Execution.backward of every unroll (default autodiff, Execution's default)")
     p.add_argument("--repeats", type=int, help="timed measurements of each program (default 10)")
     p.add_argument("--min-time", type=float, default=0.05, help="seconds one measurement lasts at least")
     p.add_argument("--seed", type=int, default=0)
@@ -91,7 +89,8 @@ def parse_args(argv=None):
     args.hidden = args.hidden or (8 if quick else 256)
     args.repeats = args.repeats or (3 if quick else 10)
     shape = f"B{args.batch}-T{args.steps}-I{args.inputs}-H{args.hidden}"
-    args.out = args.out or ("runs/benchmarks-pieces-quick" if quick else f"experiments/results/benchmarks-pieces/{shape}")
+    args.out = args.out or str(default_out("benchmarks-pieces", True) if quick
+                               else default_out("benchmarks-pieces", False) / shape)
     return args
 
 
@@ -132,13 +131,14 @@ def bidirectional_programs(cell_name, args, x, y):
     head = scanrnn.dense(1)
 
     def model(one_scan):
-        layer = scanrnn.bidirectional(cell, return_sequences=False, backward=args.backward, one_scan=one_scan)
+        execution = scanrnn.Execution(backward=args.backward, one_scan=one_scan)
+        layer = scanrnn.bidirectional(cell, return_sequences=False, execution=execution)
         return scanrnn.serial(layer, head)
 
     def one_direction(reverse):
         def apply(params, x):
             p, dense = params
-            _, ys = scanrnn.unroll(cell, p, x, reverse=reverse, backward=args.backward)
+            _, ys = scanrnn.unroll(cell, p, x, reverse=reverse, execution=scanrnn.Execution(backward=args.backward))
             return head.apply(dense, ys[0] if reverse else ys[-1])
 
         return apply
@@ -158,7 +158,7 @@ def bidirectional_programs(cell_name, args, x, y):
 def stacked_programs(cell_name, args, x, y):
     """The two-layer stack and its two layers apart, for one cell."""
     cell, B, T, H = CELLS[cell_name](args.hidden), args.batch, args.steps, args.hidden
-    opts = {"backward": args.backward}
+    opts = {"execution": scanrnn.Execution(backward=args.backward)}
     first_layer, last_layer = scanrnn.recurrent(cell, **opts), scanrnn.recurrent(cell, return_sequences=False, **opts)
     model = scanrnn.serial(first_layer, last_layer, scanrnn.dense(1))
     second = scanrnn.serial(last_layer, scanrnn.dense(1))  # takes the stack's params[1:]
@@ -195,14 +195,13 @@ def measure(structure, cell_name, programs, pieces, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
     wall = time.perf_counter()
-    info = machine_info("cpu")
+    info = machine_info()
     before = load_average()
     B, T, I, H = args.batch, args.steps, args.inputs, args.hidden
     shape = f"B={B}, T={T}, I={I}, H={H}"
-    print(f"{shape}, backward={args.backward!r}, median of {args.repeats}; {info['cpu']}, {info['cores']} cores, "
-          f"jax {info['jax']} ({info['jax_backend']}), load average {before}", flush=True)
+    print(f"{shape}, backward={args.backward!r}, median of {args.repeats}; {describe(info)}, load average {before}",
+          flush=True)
     kx, ky = jax.random.split(jax.random.key(args.seed + 1))
     x = jax.random.normal(kx, (B, T, I), jnp.float32)
     y = jax.random.normal(ky, (B, 1), jnp.float32)
@@ -221,21 +220,18 @@ def main(argv=None):
     print()
     print(table(cells, header))
     after = load_average()
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv))
-    machine = (f"{info['cpu']}, {info['cores']} cores, jax {info['jax']} ({info['jax_backend']}), "
-               f"load average {before} before, {after} after")
+    command = command_line(__file__, argv)
+    machine = f"{describe(info)}, load average {before} before, {after} after"
     settings = {"B": B, "T": T, "I": I, "H": H, "backward": args.backward, "repeats": args.repeats,
                 "seed": args.seed, "quick": args.quick}
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write("# The bidirectional layer and stacked layers against their pieces\n\n"
+    markdown = ("# The bidirectional layer and stacked layers against their pieces\n\n"
                 f"`{command}`: {shape}, `backward={args.backward!r}`, median of {args.repeats} interleaved "
                 f"measurements; {machine}; scanrnn {info['scanrnn_source']}.\n\n"
                 "`÷ combined` is the row's time over the combined program's (`one scan`, `stacked`): above 1, "
                 "the combined program is faster. `apart` is the sum of the pieces' medians, each its own "
                 "program.\n\n" + markdown_table(cells, header) + "\n")
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"command": command, "machine": info, "load_average": [before, after], "settings": settings,
-                   "rows": rows, "wall_seconds": time.perf_counter() - wall}, f, indent=1)
+    write_results(args.out, {"command": command, "machine": info, "load_average": [before, after],
+                             "settings": settings, "rows": rows, "wall_seconds": time.perf_counter() - wall}, markdown)
     print(f"\nwrote {args.out}/results.md and results.json ({time.perf_counter() - wall:.0f} s)")
 
 

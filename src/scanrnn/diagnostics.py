@@ -95,8 +95,8 @@ def hidden_state_gradients(
     ValueError rather than give a derivative that misses the output's path.
 
     Args:
-      cell: any :class:`scanrnn.Cell`; only ``initial_carry`` and ``apply``
-        are used, or ``project`` and ``step`` when the cell has them.
+      cell: a cell of any kind (:mod:`scanrnn.kinds`); only its
+        ``initial_carry`` and ``apply`` are used.
       params: the cell's params.
       xs: ``[T, input_size]``, one sequence.
       loss_fn: ``(ys, final_carry) -> scalar``; ``ys`` are the stacked outputs

@@ -218,8 +218,8 @@ def recurrent(
     """A recurrent layer: ``cell`` unrolled over the sequence.
 
     Args:
-      cell: any :class:`scanrnn.Cell`, built-in or user-written (a
-        :class:`Layer` is refused).
+      cell: a cell of any kind (:mod:`scanrnn.kinds`), built-in or
+        user-written (a :class:`Layer` is refused).
       return_sequences: ``True`` gives the outputs of all steps ``[T, H]``
         (zeros past ``length``); ``False`` the output at the last valid step
         ``[H]`` (many-to-one, Keras' default), which needs ``T >= 1``.
