@@ -47,7 +47,6 @@ def hand_or_autodiff(cell) -> str:
     return "hand" if isinstance(cell, scanrnn.GatedCell) else "autodiff"
 
 
-hand_or_auto = hand_or_autodiff  # the old name, until its callers are renamed
 
 
 def perturb(params, seed=0, scale=0.5):

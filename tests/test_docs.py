@@ -31,6 +31,9 @@ MODULES = [
     "scanrnn.data.text",
     "scanrnn.regularization",
     "scanrnn.train",
+    "scanrnn.language_model",
+    "scanrnn.execution",
+    "scanrnn.checkpoint",
 ]
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
@@ -49,6 +52,17 @@ def test_docstring_examples(name):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0, f"{name} has no examples"
     assert result.failed == 0
+
+
+def test_every_module_with_examples_is_listed():
+    """A module whose docstrings have ``>>>`` examples is in MODULES, so its examples run."""
+    root = pathlib.Path(importlib.import_module("scanrnn").__file__).parent
+    with_examples = {
+        "scanrnn." + ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        for path in root.rglob("*.py")
+        if ">>> " in path.read_text()
+    }
+    assert with_examples - {"scanrnn.__init__"} <= set(MODULES), sorted(with_examples - set(MODULES))
 
 
 @pytest.mark.slow

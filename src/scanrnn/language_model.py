@@ -160,6 +160,7 @@ def sample(
         is a natural start for source code); needed when ``prime`` is empty.
 
     >>> from scanrnn import dense, lstm, recurrent, serial
+    >>> from scanrnn.data.text import build_vocabulary
     >>> vocab = build_vocabulary("def f(x): return x")
     >>> model = serial(recurrent(lstm(8)), dense(vocab.size))
     >>> params = model.init(jax.random.key(0), vocab.size)
