@@ -178,6 +178,7 @@ def memory_spec(**changes):
     return {**spec, **changes}
 
 
+@pytest.mark.slow
 def test_memory_worker_measures_a_step_and_remat_saves_memory():
     none = memory.worker(memory_spec())
     assert none["status"] == "ok" and none["xla_temp"] > 0 and none["xla_args_out"] > 0 and none["rss"] >= 0
@@ -192,6 +193,7 @@ def test_memory_worker_measures_a_step_and_remat_saves_memory():
     assert sqrt["loss"] == pytest.approx(none["loss"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_memory_failed_configuration_is_reported():
     result = memory.run_config(memory_spec(hidden=0), kill_bytes=8 * 2**30, timeout=120)
     assert result["status"].startswith("failed: exit status 1") and "hidden_size" in result["status"]

@@ -110,6 +110,7 @@ def test_length_gives_zero_gradient_past_it(case_id, name, options):
     np.testing.assert_array_equal(np.asarray(gradient_norms(grads)[n:]), 0.0)
 
 
+@pytest.mark.slow
 def test_traced_length_under_jit_and_vmap():
     cell, params, carry, _ = setup("gru", {"reset_after": False}, seed=7)
     xs = normal((3, T, I), seed=8)

@@ -87,6 +87,7 @@ def readme_block(containing: str) -> str:
     return blocks[0]
 
 
+@pytest.mark.slow
 def test_readme_truncated_bptt_example():
     """The truncated-BPTT snippet runs as written and lowers the loss over the stream."""
     check = (

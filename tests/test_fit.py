@@ -80,6 +80,7 @@ def six_epochs(problem):
 # The training state.
 
 
+@pytest.mark.slow
 def test_two_fits_handing_the_state_over_equal_one_fit(problem, six_epochs):
     model, params, train, valid = problem
     state = init_state(params, optimizer(), seed=5, key=jax.random.key(9), clip_norm=1.0)
@@ -174,6 +175,7 @@ def test_checkpoints_keep_the_last_and_the_best(tmp_path, mode, best):
     np.testing.assert_array_equal(restored.params["w"], [best, best])
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch(problem, six_epochs, tmp_path):
     """A checkpoint in the middle of an epoch (step 10 of 24, batch 2 of 4) continues that epoch."""
     model, params, train, valid = problem
@@ -303,6 +305,7 @@ def test_classifiers_report_accuracy(key):
     assert scores["loss"] == pytest.approx(history["valid_loss"][-1])
 
 
+@pytest.mark.slow
 def test_early_stopping_and_the_best_params(problem):
     """A metric that never improves after epoch 1 stops the run after 1 + patience epochs."""
     model, params, train, valid = problem
@@ -321,6 +324,7 @@ def test_early_stopping_and_the_best_params(problem):
 # A batch objective: any model.
 
 
+@pytest.mark.slow
 def test_fit_trains_an_encoder_decoder_with_a_batch_objective(key):
     model = seq2seq(sr.serial(sr.recurrent(sr.gru(6))), sr.gru(6), src_vocab_size=5, tgt_vocab_size=5, embed_size=3)
     params = model.init(key)

@@ -114,6 +114,7 @@ def test_remat_on_a_user_cell():
         assert_tree_close(got, want, 1e-12, 1e-12)
 
 
+@pytest.mark.slow
 def test_batched_bidirectional_and_stacked_layers():
     """vmap over a batch with lengths; both directions in one scan; two layers."""
     model = scanrnn.serial(
@@ -187,6 +188,7 @@ def test_hoisted_projection_matches_in_loop_autodiff(case_id, name, options):
     assert_tree_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_higher_order_and_forward_mode_need_autodiff():
     cell, params, carry = setup("gru", {})
     xs = normal((T, I), seed=3)

@@ -192,6 +192,7 @@ def test_each_entry_point_names_itself(tmp_path):
 # Runs, their outputs and the status in metrics.json.
 
 
+@pytest.mark.slow
 def test_a_run_over_an_old_one_with_overwrite_completes_and_resumes_to_itself(tmp_path, capsys):
     """--overwrite replaces the old run's checkpoints and outputs (nothing else); resuming the finished run
     trains nothing and writes the same params."""

@@ -152,6 +152,7 @@ def test_fit_batch_size_one_is_per_example_sgd(key):
     np.testing.assert_allclose(history["train_loss"][-1], np.mean(losses), rtol=1e-5)
 
 
+@pytest.mark.slow
 @standard_promotion
 def test_fit_is_reproducible_and_records_history(key):
     model = small_model()
@@ -196,6 +197,7 @@ def test_predict_matches_apply(key):
         np.testing.assert_allclose(out[i], model.apply(params, batch.x[i], length=int(batch.length[i])), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @standard_promotion
 def test_training_learns_the_binary_sum(key):
     """The first seed's task (sequences of 8, hidden layers 6 and 4): validation MSE below 0.01."""
