@@ -113,11 +113,6 @@ def _check_carry(cell, params, carry) -> None:
     _checks.carry_like(jax.eval_shape(cell.initial_carry, params), carry)
 
 
-def check_flag(name: str, value) -> Optional[bool]:
-    """``value`` if it is ``None``, ``True`` or ``False``; else an ``InputTypeError``."""
-    return _checks.flag(name, value, allow_none=True)
-
-
 def prepare_sequence(cell, params, xs, carry, length):
     """Check one sequence's inputs: ``(xs [T, I], carry, length)``, the carry zeros when ``None``."""
     xs = check_sequence(xs)
