@@ -93,12 +93,12 @@ def two_layers(cell, features, *, last=False):
 
 def parallel_min_gru(hidden_size):
     """``min_gru`` run as the associative scan over time of Feng et al. (2024), as in the recorded study."""
-    return sr.min_gru(hidden_size, mode="parallel")
+    return sr.min_gru(hidden_size, mode="associative")
 
 
 def parallel_min_lstm(hidden_size):
     """``min_lstm`` run as the associative scan over time, as in the recorded study."""
-    return sr.min_lstm(hidden_size, mode="parallel")
+    return sr.min_lstm(hidden_size, mode="associative")
 
 
 def wavenet(features):

@@ -80,7 +80,7 @@ class DecayParams(NamedTuple):
     w_ih: jax.Array  # [2H, I]
 
 
-def user_linear(hidden_size, mode):
+def user_linear(hidden_size, mode, chunk_size=64):
     """A learned exponential moving average: ``a = sigmoid(k)``, ``b = (1 - a) * v`` (``b`` of either sign)."""
 
     def init(key, input_size):
@@ -97,7 +97,7 @@ def user_linear(hidden_size, mode):
         a = jax.nn.sigmoid(k)
         return a, (1 - a) * v
 
-    return sr.LinearCell(init, initial_carry, project, coefficients, mode=mode)
+    return sr.LinearCell(init, initial_carry, project, coefficients, mode=mode, chunk_size=chunk_size)
 
 
 # --------------------------------------------------------------------------
@@ -117,11 +117,13 @@ GATED = {
 }
 LINEAR = {
     "min_gru-sequential": lambda: sr.min_gru(H, mode="sequential", param_dtype=F64),
-    "min_gru-parallel": lambda: sr.min_gru(H, mode="parallel", param_dtype=F64),
+    "min_gru-associative": lambda: sr.min_gru(H, mode="associative", param_dtype=F64),
     "min_lstm-sequential": lambda: sr.min_lstm(H, mode="sequential", param_dtype=F64),
-    "min_lstm-parallel": lambda: sr.min_lstm(H, mode="parallel", param_dtype=F64),
+    "min_lstm-associative": lambda: sr.min_lstm(H, mode="associative", param_dtype=F64),
+    "min_gru-chunked": lambda: sr.min_gru(H, mode="chunked", chunk_size=3, param_dtype=F64),
     "user-linear-sequential": lambda: user_linear(H, "sequential"),
-    "user-linear-parallel": lambda: user_linear(H, "parallel"),
+    "user-linear-associative": lambda: user_linear(H, "associative"),
+    "user-linear-chunked": lambda: user_linear(H, "chunked", chunk_size=2),
 }
 # Each set of options (the fields of an Execution) once with a length and reversed, once without.
 GATED_OPTIONS = [
@@ -158,7 +160,7 @@ def test_unroll_is_the_loop_of_apply(case):
     assert_close(got, loop(cell, params, xs, carry, length=4, reverse=True), rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("name", ["user-gated", "user-linear-parallel"])
+@pytest.mark.parametrize("name", ["user-gated", "user-linear-associative"])
 def test_user_cells_gradients_equal_the_loop(name):
     """A cell written outside the library: the gradients of the fast paths equal those of the loop of apply."""
     cell, params, carry, xs = setup({**GATED, **LINEAR}[name])

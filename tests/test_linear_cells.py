@@ -13,7 +13,7 @@ from jax.test_util import check_grads
 
 import scanrnn
 from helpers import count_primitive, normal, random_params
-from scanrnn.linear_scans import associative
+from scanrnn.linear_scans import evaluate
 from scanrnn.linear_cells import MinGRUParams, MinLSTMParams, g, log_g, min_gru, min_lstm
 
 H, I, T = 4, 3, 5  # a short T: the compile time of the associative scan grows with log T
@@ -73,7 +73,7 @@ def signed_carry(seed, dtype):
 
 
 def both_modes(factory, dtype):
-    return factory(H, mode="parallel", param_dtype=dtype), factory(H, mode="sequential", param_dtype=dtype)
+    return factory(H, mode="associative", param_dtype=dtype), factory(H, mode="sequential", param_dtype=dtype)
 
 
 def _close(actual, expected, **tol):
@@ -199,7 +199,7 @@ def test_parallel_mode_has_no_time_loop(name, factory, gates):
     for cell, expected in ((parallel, (0, 0)), (sequential, (1, 0))):
         jaxpr = jax.make_jaxpr(lambda p, x: scanrnn.unroll(cell, p, x, length=3))(params, xs)
         assert count_primitive(jaxpr, "scan") == expected
-    assert (parallel.mode, sequential.mode) == ("parallel", "sequential")
+    assert (parallel.mode, sequential.mode) == ("associative", "sequential")
 
 
 def test_parallel_on_zero_steps():
@@ -268,7 +268,7 @@ def test_in_serial_and_bidirectional_layers():
             scanrnn.dense(2, param_dtype=jnp.float64),
         )
 
-    fast, slow = model("parallel"), model("sequential")
+    fast, slow = model("associative"), model("sequential")
     params = fast.init(jax.random.key(0), I)
     params = jax.tree.map(lambda a: a + 0.3 * normal(a.shape, seed=a.size), params)  # non-zero biases
     xs = normal((3, T, I), seed=17)
@@ -311,7 +311,7 @@ def test_default_init(name, factory, gates, key):
 
 @pytest.mark.parametrize("name,factory,gates", CELLS, ids=CELL_IDS)
 def test_bad_arguments(name, factory, gates):
-    with pytest.raises(ValueError, match=re.escape(f"{name}: mode must be one of ['parallel', 'sequential'], got 'fast'")):
+    with pytest.raises(ValueError, match=re.escape(f"{name}: mode must be one of ['sequential', 'associative', 'chunked'], got 'fast'")):
         factory(H, mode="fast")
     for size in (0, 2.5, True, None):
         with pytest.raises(ValueError, match=re.escape(f"hidden_size must be a positive int, got {size!r}")):
@@ -340,11 +340,11 @@ def test_bad_params_inputs_and_carries(name, factory, gates):
     with pytest.raises(ValueError, match=r"carry must have the structure of cell.initial_carry\(params\), .*RNNCarry.*; got .*LSTMCarry"):
         cell.apply(params, scanrnn.LSTMCarry(carry.h, carry.h), x)
     ps = jnp.zeros((T, gates * H), jnp.float32)
-    with pytest.raises(ValueError, match=re.escape(f"{name}: the projection must have shape ({gates * H},) or [T, {gates * H}]")):
-        associative(cell, params, carry, ps[:, :H], None)
-    with pytest.raises(ValueError, match=re.escape(f"the coefficients of one step must have the shape of carry.h, ({H},); got ({T}, {H})")):
+    with pytest.raises(ValueError, match=re.escape(f"{name}: the projection of one step must have shape ({gates * H},) (from project), got ({H},)")):
+        evaluate(cell._replace(mode="associative"), params, carry, ps[:, :H], None)
+    with pytest.raises(ValueError, match=re.escape(f"{name}: the projection of one step must have shape ({gates * H},) (from project), got ({T}, {gates * H})")):
         cell.step(params, carry, ps)
     with pytest.raises(ValueError, match=re.escape(f"length must lie in [0, {T}]")):
-        associative(cell, params, carry, ps, T + 1)
+        evaluate(cell._replace(mode="chunked"), params, carry, ps, T + 1)
     with pytest.raises(ValueError, match=re.escape(f"length must lie in [0, {T}]")):
         scanrnn.unroll(cell, params, jnp.zeros((T, I), jnp.float32), length=-1)

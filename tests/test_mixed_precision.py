@@ -23,8 +23,8 @@ CELLS = {
     "elman": partial(scanrnn.elman, output_size=2),
     "narx": partial(scanrnn.narx, output_size=2, k=2),
     "min_gru-sequential": partial(scanrnn.min_gru, mode="sequential"),
-    "min_gru-parallel": partial(scanrnn.min_gru, mode="parallel"),
-    "min_lstm-parallel": partial(scanrnn.min_lstm, mode="parallel"),
+    "min_gru-associative": partial(scanrnn.min_gru, mode="associative"),
+    "min_lstm-associative": partial(scanrnn.min_lstm, mode="associative"),
 }
 
 
@@ -71,7 +71,7 @@ def test_bfloat16_products_float32_everything_else(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["lstm-peephole", "layer_norm_lstm", "narx", "min_gru-parallel"])
+@pytest.mark.parametrize("name", ["lstm-peephole", "layer_norm_lstm", "narx", "min_gru-associative"])
 def test_bfloat16_gradients_hand_written_and_autodiff(name):
     cell, params = setup(name, BF16)
     xs = normal((T, I), seed=3).astype(jnp.float32)

@@ -97,7 +97,7 @@ def test_remat(execution):
 
 
 @pytest.mark.parametrize("factory", [sr.min_gru, sr.min_lstm])
-@pytest.mark.parametrize("mode", ["parallel", "sequential"])
+@pytest.mark.parametrize("mode", ["associative", "chunked", "sequential"])
 def test_min_cells(factory, mode):
     cell = factory(H, mode=mode)
     params = random_params(cell, I)

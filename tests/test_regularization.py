@@ -35,9 +35,9 @@ CELLS = [
     ("jordan", lambda: scanrnn.jordan(H, O, param_dtype=F64), ("w_mh", "memory"), False),
     ("elman", lambda: scanrnn.elman(H, O, param_dtype=F64), ("w_hh", "context"), False),
     ("narx", lambda: scanrnn.narx(H, O, k=2, param_dtype=F64), ("w_yh", "outputs"), False),
-    ("min_gru-parallel", lambda: scanrnn.min_gru(H, mode="parallel", param_dtype=F64), None, True),
+    ("min_gru-associative", lambda: scanrnn.min_gru(H, mode="associative", param_dtype=F64), None, True),
     ("min_gru-sequential", lambda: scanrnn.min_gru(H, mode="sequential", param_dtype=F64), None, True),
-    ("min_lstm-parallel", lambda: scanrnn.min_lstm(H, mode="parallel", param_dtype=F64), None, True),
+    ("min_lstm-associative", lambda: scanrnn.min_lstm(H, mode="associative", param_dtype=F64), None, True),
     ("min_lstm-sequential", lambda: scanrnn.min_lstm(H, mode="sequential", param_dtype=F64), None, True),
 ]
 
@@ -92,7 +92,7 @@ def value_and_grads(run, params, xs, carry):
 # others are autodiff of the forward pass checked here, and the test of the
 # backward pass below compares the two for more options.
 REFERENCE_CASES = ("lstm-peephole", "gru-reset_after", "gru-cho", "layer_norm_lstm", "jordan", "elman", "narx",
-                   "min_gru-parallel", "min_lstm-sequential")
+                   "min_gru-associative", "min_lstm-sequential")
 GRADIENT_CASES = ("lstm-peephole",)
 EXECUTION = {"lstm-peephole": Execution(backward="hand")}  # the hand-written pass at any hidden size
 
@@ -161,7 +161,7 @@ def test_zero_rates_are_exactly_plain_unroll():
 
 
 @pytest.mark.parametrize("case_id,factory,recurrent,output_is_state", [CELLS[2], CELLS[4], CELLS[12]],
-                         ids=["lstm-peephole", "gru-cho", "min_lstm-parallel"])
+                         ids=["lstm-peephole", "gru-cho", "min_lstm-associative"])
 def test_evaluation_is_deterministic_expectation(case_id, factory, recurrent, output_is_state):
     """Without a key dropout is off (the plain program) and zoneout is ``rate * old + (1 - rate) * new``."""
     cell, params, carry, xs = setup(factory)
@@ -266,7 +266,7 @@ def test_errors():
         with pytest.raises(TypeError, match=r"regularization must be a scanrnn.Regularization "
                                             r"\(e.g. Regularization\(dropout=0.1\)\) or None, got"):
             unroll(cell, params, xs, regularization=given)
-    for mode in ("parallel", "sequential"):
+    for mode in ("associative", "chunked", "sequential"):
         min_cell = scanrnn.min_gru(H, mode=mode, param_dtype=F64)
         min_params = random_params(min_cell, I)
         for key in (None, jax.random.key(0)):

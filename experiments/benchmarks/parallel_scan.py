@@ -1,7 +1,7 @@
 """Parallel-scan cells against the sequential LSTM: minGRU and minLSTM in both modes.
 
 For each sequence length ``T`` and each of five cells (``scanrnn.lstm``, and
-``min_gru`` / ``min_lstm`` of Feng et al. 2024 with ``mode="parallel"``, a
+``min_gru`` / ``min_lstm`` of Feng et al. 2024 with ``mode="associative"``, a
 log-space associative scan over time, and ``mode="sequential"``, a scan of
 ``step``) the same many-to-one model is built::
 
@@ -53,9 +53,9 @@ from common import command_line, default_out, markdown_table, scanrnn_source, ta
 
 CELLS = {
     "lstm": lambda H: scanrnn.lstm(H),
-    "min_gru parallel": lambda H: scanrnn.min_gru(H, mode="parallel"),
+    "min_gru parallel": lambda H: scanrnn.min_gru(H, mode="associative"),
     "min_gru sequential": lambda H: scanrnn.min_gru(H, mode="sequential"),
-    "min_lstm parallel": lambda H: scanrnn.min_lstm(H, mode="parallel"),
+    "min_lstm parallel": lambda H: scanrnn.min_lstm(H, mode="associative"),
     "min_lstm sequential": lambda H: scanrnn.min_lstm(H, mode="sequential"),
 }
 TASKS = ("train", "infer")

@@ -207,3 +207,39 @@ def causal_conv(
         return stateless_output("causal_conv", outputs(params, xs, length), carry)
 
     return Layer(init, apply, _no_carry)
+
+
+def depthwise_causal(w: Array, b: Array, xs: Array, window: Array, length=None):
+    r"""A causal depthwise convolution along time, continuing from the previous inputs ``window``.
+
+    Channel ``d`` of the output reads only channel ``d`` of the input:
+
+    .. math::
+        y_t = b + \sum_{j=0}^{K-1} w_{:, j} \odot x_{t - (K - 1 - j)}
+
+    where the ``K - 1`` inputs before ``x_0`` are the rows of ``window``
+    (zeros at the start of a sequence). This is the short convolution of
+    the Mamba block (Gu and Dao 2023) and of Griffin's recurrent block (De
+    et al. 2024); ``window`` is its state when a long sequence is fed in
+    chunks.
+
+    Args:
+      w: ``[D, K]``, tap ``K - 1`` reading the newest input (PyTorch's
+        depthwise ``Conv1d`` weight ``[D, 1, K]`` without its middle axis).
+      b: ``[D]``.
+      xs: ``[T, D]``.
+      window: ``[K - 1, D]``, the inputs before ``xs``, oldest first.
+      length: ``None`` or the number of valid steps (an integer scalar,
+        checked by the caller). Inputs past it must already be zeros.
+
+    Returns:
+      ``(ys [T, D], window [K - 1, D])``: the outputs, and the last ``K - 1``
+      inputs up to step ``length`` (up to ``T`` without one), the window
+      that the next chunk continues from.
+    """
+    num_steps, kernel_size = xs.shape[0], w.shape[1]
+    full = jnp.concatenate([window, xs], axis=0)  # [K - 1 + T, D]
+    ys = b[None, :] + sum(w[None, :, j] * full[j : j + num_steps] for j in range(kernel_size))
+    end = num_steps if length is None else length
+    new_window = lax.dynamic_slice_in_dim(full, end, kernel_size - 1, axis=0)
+    return ys, new_window

@@ -28,8 +28,10 @@ whole sequence is, for every kind::
   cells are of this kind.
 - :class:`LinearCell`: a recurrence linear in the state,
   ``h[t] = a[t] * h[t-1] + b[t]``, with ``a`` and ``b`` computed from the
-  input alone; ``unroll`` runs it by a sequential scan or an associative
-  scan over time. minGRU and minLSTM are of this kind.
+  input alone and an output read off the state; ``unroll`` runs it by a
+  sequential scan, an associative scan or a chunked scan over time.
+  minGRU, minLSTM and the state-space models (LRU, S5, RG-LRU, Mamba's
+  selective SSM) are of this kind.
 
 ``GatedCell`` and ``LinearCell`` define ``apply`` as a method, not a field:
 ``cell._replace(apply=f)`` raises, since ``unroll`` would not call ``f``.
@@ -137,7 +139,7 @@ class GatedCell(NamedTuple):
         return new, (new.h if self.emits_state else y)
 
 
-MODES = ("parallel", "sequential")
+MODES = ("sequential", "associative", "chunked")
 
 
 class LinearCell(NamedTuple):
@@ -145,54 +147,98 @@ class LinearCell(NamedTuple):
 
     .. math::
         p_t = \mathrm{project}(x_t), \qquad (a_t, b_t) = \mathrm{coefficients}(p_t), \qquad
-        h_t = a_t \odot h_{t-1} + b_t, \qquad y_t = h_t
+        h_t = a_t \odot h_{t-1} + b_t, \qquad y_t = \mathrm{output}(h_t, p_t)
+
+    The state ``h`` may have any shape (``[N]``, or ``[D, N]`` for Mamba's
+    selective state space) and may be complex (the LRU and S5 keep complex
+    diagonal states); the input and the output are real.
 
     Attributes:
       init: ``(key, input_size) -> params``.
       initial_carry: ``(params) -> carry``, a NamedTuple whose one field is
-        ``h [H]``.
-      project: ``(params, x) -> p``, for one step or (by ``jax.vmap``) all.
-      coefficients: ``(params, p) -> (a, b)``, elementwise in the time axis:
-        ``p`` of one step ``[G]`` gives ``[H]`` each, of all steps
-        ``[T, G]`` gives ``[T, H]``.
+        the state ``h``, zeros, real or complex.
+      project: ``(params, x) -> p``, the step's work that reads the input:
+        ``p`` is an array or a pytree of arrays for one step; ``unroll``
+        evaluates it for one step or, by ``jax.vmap``, for all steps.
+      coefficients: ``(params, p) -> (a, b)`` of one step, each of the
+        shape and dtype of ``h``.
+      output: ``None`` (the output is the state, which must then be real),
+        or ``(params, h, p) -> y``, the output of one step from its new
+        state and its projection (``Re(C h) + D x`` for the LRU). It must
+        give real numbers.
       log_coefficients: ``None``, or ``(params, p) -> (log a, log b)`` for
         a recurrence whose ``a`` and ``b`` are positive: the associative
         scan then runs in log space (Heinsen 2023), which keeps long
         products of small ``a`` from underflowing.
-      mode: ``"sequential"`` (a :func:`jax.lax.scan` of the step) or
-        ``"parallel"`` (:func:`jax.lax.associative_scan` over time, in
-        ``O(log T)`` sequential depth). The two give the same numbers to
-        rounding.
+      mode: how :func:`scanrnn.unroll` evaluates the recurrence over a
+        sequence. The three give the same numbers to rounding:
+
+        - ``"sequential"``: a :func:`jax.lax.scan` of the step, ``T``
+          sequential steps;
+        - ``"associative"``: :func:`jax.lax.associative_scan` over time
+          (Blelloch 1990), ``O(log T)`` sequential depth and
+          ``O(T log T)`` work;
+        - ``"chunked"``: the sequence cut into chunks of ``chunk_size``
+          steps, the states inside every chunk computed at once as
+          cumulative products and sums, and the state handed from chunk
+          to chunk by a scan of ``T / chunk_size`` steps
+          (:func:`scanrnn.linear_scans.chunked_scan`).
+      chunk_size: the chunk length of ``mode="chunked"`` (ignored by the
+        other modes).
 
     ``apply(params, carry, x)`` is the step above. Recurrent dropout does
     not apply (there is no recurrent weight); zoneout keeps a unit with
-    ``a = 1, b = 0`` at that step, which both modes evaluate.
+    ``a = 1, b = 0`` at that step, which every mode evaluates.
     """
 
     init: Callable
     initial_carry: Callable
     project: Callable
     coefficients: Callable
+    output: Optional[Callable] = None
     log_coefficients: Optional[Callable] = None
     mode: str = "sequential"
+    chunk_size: int = 64
 
     def apply(self, params, carry, x):
-        """One step of one example: ``h = a * carry.h + b`` for ``(a, b) = coefficients(project(x))``."""
+        """One step of one example: ``h = a * carry.h + b`` for ``(a, b) = coefficients(project(x))``, and its output."""
         return self.step(params, carry, self.project(params, x))
 
     def step(self, params, carry, p, keep=None):
         """One step from its projection ``p``; ``keep`` is zoneout's pytree of one step, or ``None``."""
         _checks.carry_like(jax.eval_shape(self.initial_carry, params), carry)
         a, b = self.coefficients(params, p)
-        if jnp.shape(a) != jnp.shape(carry.h) or jnp.shape(b) != jnp.shape(carry.h):
-            raise ValueError(
-                f"the coefficients of one step must have the shape of carry.h, {jnp.shape(carry.h)}; got "
-                f"{jnp.shape(a)} and {jnp.shape(b)} (from a projection of shape {jnp.shape(p)})"
-            )
+        _check_coefficients(carry.h, a, b)
         new = carry._replace(h=a * carry.h + b)
         if keep is not None:
             new = zoneout_blend(keep, carry, new)
-        return new, new.h
+        return new, self.emit(params, new.h, p)
+
+    def emit(self, params, h, p):
+        """The output of one step from its state ``h`` and projection ``p``: ``output(params, h, p)``, or ``h``."""
+        y = h if self.output is None else self.output(params, h, p)
+        if any(jnp.iscomplexobj(leaf) for leaf in jax.tree.leaves(y)):
+            raise ValueError(
+                "a LinearCell's output must be real; got a complex "
+                + ("state as the output (give the cell an output function, such as Re(C h))" if self.output is None
+                   else "output from its output function (take the real part)")
+            )
+        return y
+
+
+def _check_coefficients(h, a, b) -> None:
+    """``a`` and ``b`` of one step must have the shape and dtype of the state ``h``."""
+    if jnp.shape(a) != jnp.shape(h) or jnp.shape(b) != jnp.shape(h):
+        raise ValueError(
+            f"the coefficients of one step must have the shape of the state carry.h, {jnp.shape(h)}; got "
+            f"{jnp.shape(a)} and {jnp.shape(b)}"
+        )
+    new_dtype = jnp.result_type(a, b, h)
+    if new_dtype != jnp.result_type(h):
+        raise ValueError(
+            f"the coefficients of one step must keep the state's dtype {jnp.result_type(h)}; a * h + b has dtype "
+            f"{new_dtype} (a: {jnp.result_type(a)}, b: {jnp.result_type(b)})"
+        )
 
 
 def kind(cell) -> str:

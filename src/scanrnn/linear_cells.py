@@ -11,22 +11,26 @@ with ``a_t`` and ``b_t`` functions of ``x_t`` alone. Such a recurrence is an
 associative scan over the pairs ``(a_t, b_t)`` (composition of affine maps,
 Blelloch 1990), which needs ``O(log T)`` sequential steps instead of ``T``.
 
-Both factories return a :class:`scanrnn.kinds.LinearCell` and take ``mode``:
+Both factories return a :class:`scanrnn.kinds.LinearCell` and take ``mode``
+and ``chunk_size``:
 
 - ``"sequential"`` (the default, measured the faster on a CPU; see
   BENCHMARKS.md): :func:`scanrnn.unroll` scans the step.
-- ``"parallel"``: :func:`scanrnn.unroll` computes the projection of all
+- ``"associative"``: :func:`scanrnn.unroll` computes the projection of all
   steps and evaluates the whole sequence with
   :func:`jax.lax.associative_scan` in log space
-  (:func:`scanrnn.linear_scans.associative`).
+  (:func:`scanrnn.linear_scans.evaluate`).
+- ``"chunked"``: chunks of ``chunk_size`` steps evaluated at once, the state
+  handed from chunk to chunk (:func:`scanrnn.linear_scans.chunked_scan`),
+  in linear space.
 
-The two modes compute the same function (to rounding).
+The three modes compute the same function (to rounding).
 
 Regularisation (:mod:`scanrnn.regularization`): the cells have no recurrent
 weights, so ``recurrent_dropout > 0`` is a ValueError. ``dropout`` masks the
 inputs before the projection. Zoneout stays in the linear recurrence, in
-both modes: a kept unit has ``a_t = 1, b_t = 0`` at that step, which the
-parallel mode evaluates by an associative scan in linear space
+every mode: a kept unit has ``a_t = 1, b_t = 0`` at that step, which the
+associative mode evaluates by an associative scan in linear space
 (:func:`scanrnn.linear_scans.linear_scan`; the logarithms of those exact zeros would be
 infinite), and the expectation used without a key has
 ``a'_t = r + (1 - r) a_t``, ``b'_t = (1 - r) b_t``, which stays in log space.
@@ -92,7 +96,8 @@ def log_g(x: Array) -> Array:
 
 
 def _make_min_cell(
-    name, hidden_size, mode, params_cls, gates, make_params, step_coefficients, log_coefficients, compute_dtype
+    name, hidden_size, mode, chunk_size, params_cls, gates, make_params, step_coefficients, log_coefficients,
+    compute_dtype
 ):
     """A :class:`scanrnn.kinds.LinearCell` for ``h_t = a_t * h_{t-1} + b_t`` with input-only gates.
 
@@ -102,8 +107,9 @@ def _make_min_cell(
     projection, the cell's one matrix product, runs in ``compute_dtype``
     (:func:`scanrnn.cells.product`); the recurrence stays in the params' dtype.
     """
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"{name}: mode must be one of {list(MODES)}, got {mode!r}")
+    chunk_size = _checks.positive_int("chunk_size", chunk_size)
     _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
     H = hidden_size
 
@@ -131,11 +137,8 @@ def _make_min_cell(
 
     def check_p(p):
         shape = tuple(jnp.shape(p))
-        if len(shape) not in (1, 2) or shape[-1:] != (gates * H,):
-            raise ValueError(
-                f"{name}: the projection must have shape ({gates * H},) or [T, {gates * H}] (from project), "
-                f"got {shape}"
-            )
+        if shape != (gates * H,):
+            raise ValueError(f"{name}: the projection of one step must have shape ({gates * H},) (from project), got {shape}")
 
     def coefficients(params, p):
         check_p(p)
@@ -145,7 +148,8 @@ def _make_min_cell(
         check_p(p)
         return log_coefficients(p)
 
-    return LinearCell(init, initial_carry, project, coefficients, logs, mode)
+    return LinearCell(init, initial_carry, project, coefficients, log_coefficients=logs, mode=mode,
+                      chunk_size=chunk_size)
 
 
 def _glorot_and_zeros(params_cls, rows, kernel_init, bias_init, param_dtype):
@@ -167,6 +171,7 @@ def min_gru(
     hidden_size: int,
     *,
     mode: str = "sequential",
+    chunk_size: int = 64,
     kernel_init: Initializer = glorot_uniform,
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
@@ -181,7 +186,7 @@ def min_gru(
 
     with the paper's positive activation :math:`g(v) = v + 1/2` for
     :math:`v \ge 0` and :math:`\sigma(v)` otherwise (:func:`g`). In log space
-    (``mode="parallel"``) :math:`\log(1 - z_t) = -\mathrm{softplus}(k)`,
+    (``mode="associative"``) :math:`\log(1 - z_t) = -\mathrm{softplus}(k)`,
     :math:`\log z_t = -\mathrm{softplus}(-k)` for the pre-activation
     :math:`k = W_z x_t + b_z`, and :math:`\log \tilde h_t` is :func:`log_g`.
 
@@ -191,8 +196,10 @@ def min_gru(
 
     Args:
       hidden_size: ``H``.
-      mode: ``"sequential"`` (a scan of the step) or ``"parallel"`` (an
-        associative scan over time).
+      mode: ``"sequential"`` (a scan of the step), ``"associative"`` (an
+        associative scan over time) or ``"chunked"`` (chunks of
+        ``chunk_size`` steps at once, see :class:`scanrnn.LinearCell`).
+      chunk_size: the chunk length of ``mode="chunked"``.
       compute_dtype: ``None``, or e.g. ``jnp.bfloat16`` for the input
         projection in mixed precision, as for :func:`scanrnn.lstm`.
 
@@ -214,7 +221,7 @@ def min_gru(
         return -jax.nn.softplus(k), -jax.nn.softplus(-k) + log_g(v)
 
     make_params = _glorot_and_zeros(MinGRUParams, 2 * H, kernel_init, bias_init, param_dtype)
-    return _make_min_cell("min_gru", H, mode, MinGRUParams, 2, make_params, step_coefficients, log_coefficients,
+    return _make_min_cell("min_gru", H, mode, chunk_size, MinGRUParams, 2, make_params, step_coefficients, log_coefficients,
                           compute_dtype)
 
 
@@ -222,6 +229,7 @@ def min_lstm(
     hidden_size: int,
     *,
     mode: str = "sequential",
+    chunk_size: int = 64,
     kernel_init: Initializer = glorot_uniform,
     bias_init: Initializer = zeros,
     param_dtype=jnp.float32,
@@ -236,7 +244,7 @@ def min_lstm(
         h_t &= f'_t \odot h_{t-1} + i'_t \odot \tilde h_t, \qquad y_t = h_t
 
     The normalisation makes :math:`f'_t + i'_t = 1`, so the state does not
-    grow with time. In log space (``mode="parallel"``), with
+    grow with time. In log space (``mode="associative"``), with
     :math:`d = \mathrm{softplus}(-k_f) - \mathrm{softplus}(-k_i) = \log(i_t / f_t)`,
     :math:`\log f'_t = -\mathrm{softplus}(d)` and
     :math:`\log i'_t = -\mathrm{softplus}(-d)`; :math:`g` is as in
@@ -249,7 +257,7 @@ def min_lstm(
 
     Args:
       hidden_size: ``H``.
-      mode: ``"parallel"`` or ``"sequential"``, as in :func:`min_gru`.
+      mode, chunk_size: as in :func:`min_gru`.
       compute_dtype: as for :func:`min_gru`.
 
     >>> cell = min_lstm(4, mode="sequential")
@@ -271,5 +279,5 @@ def min_lstm(
         return -jax.nn.softplus(d), -jax.nn.softplus(-d) + log_g(v)
 
     make_params = _glorot_and_zeros(MinLSTMParams, 3 * H, kernel_init, bias_init, param_dtype)
-    return _make_min_cell("min_lstm", H, mode, MinLSTMParams, 3, make_params, step_coefficients, log_coefficients,
+    return _make_min_cell("min_lstm", H, mode, chunk_size, MinLSTMParams, 3, make_params, step_coefficients, log_coefficients,
                           compute_dtype)

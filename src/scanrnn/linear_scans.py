@@ -3,9 +3,10 @@ r"""Evaluating a linear recurrence :math:`h_t = a_t \odot h_{t-1} + b_t` over a 
 The steps of such a recurrence are affine maps of the state, and composing
 affine maps is associative (Blelloch 1990), so all states come out of
 :func:`jax.lax.associative_scan` in ``O(log T)`` sequential depth instead of
-the ``T`` steps of a scan. :func:`associative` runs a
-:class:`scanrnn.kinds.LinearCell` that way; :func:`scanrnn.unroll` calls it
-for a cell of ``mode="parallel"``.
+the ``T`` steps of a scan (:func:`linear_scan`), or chunk by chunk
+(:func:`chunked_scan`). :func:`evaluate` runs a
+:class:`scanrnn.kinds.LinearCell` either way; :func:`scanrnn.unroll` calls it
+for a cell of ``mode="associative"`` or ``mode="chunked"``.
 
 With positive ``a`` and ``b`` the scan can run on their logarithms
 (Heinsen 2023, as the minGRU paper's ``parallel_scan_log``), combining
@@ -34,27 +35,29 @@ from .kinds import LinearCell
 Array = jax.Array
 
 
+def _affine_compose(earlier, later):
+    """Compose two steps ``h -> a h + b`` given as ``(a, b)``: ``later`` after ``earlier``."""
+    a1, b1 = earlier
+    a2, b2 = later
+    return a1 * a2, a2 * b1 + b2
+
+
 def linear_scan(h0: Array, a: Array, b: Array) -> Array:
     r"""All states of :math:`h_t = a_t \odot h_{t-1} + b_t` by an associative scan in linear space.
 
-    For coefficients with exact zeros and ones, as zoneout makes them
-    (``a = 1, b = 0`` where a unit keeps its value), whose logarithms would
-    be infinite.
+    Real or complex; for coefficients with exact zeros and ones too, as
+    zoneout makes them (``a = 1, b = 0`` where a unit keeps its value),
+    whose logarithms would be infinite.
 
     Args:
-      h0: ``[H]``. a, b: ``[T, H]``.
+      h0: the state before the first step, of any shape ``S``.
+      a, b: ``[T, *S]``.
 
     Returns:
-      ``[T, H]``, the states :math:`h_1 \ldots h_T`.
+      ``[T, *S]``, the states :math:`h_1 \ldots h_T`.
     """
-
-    def combine(earlier, later):
-        a1, b1 = earlier
-        a2, b2 = later
-        return a1 * a2, a2 * b1 + b2
-
-    prod, acc = jax.lax.associative_scan(combine, (a, b), axis=0)
-    return prod * h0[None, :] + acc
+    prod, acc = jax.lax.associative_scan(_affine_compose, (a, b), axis=0)
+    return prod * h0[None] + acc
 
 
 def _combine_logs(earlier, later):
@@ -68,63 +71,124 @@ def linear_scan_log(h0: Array, log_a: Array, log_b: Array) -> Array:
     r"""All states of :math:`h_t = a_t \odot h_{t-1} + b_t` from ``log a`` and ``log b``.
 
     Args:
-      h0: ``[H]``, the state before the first step, of either sign.
-      log_a: ``[T, H]``, the logs of the (positive) coefficients.
-      log_b: ``[T, H]``, the logs of the (positive) offsets.
+      h0: the state before the first step, of any shape ``S`` and either sign.
+      log_a: ``[T, *S]``, the logs of the (positive) coefficients.
+      log_b: ``[T, *S]``, the logs of the (positive) offsets.
 
     Returns:
-      ``[T, H]``, the states :math:`h_1 \ldots h_T`.
+      ``[T, *S]``, the states :math:`h_1 \ldots h_T`.
     """
     log_prod, log_sum = jax.lax.associative_scan(_combine_logs, (log_a, log_b), axis=0)
-    return jnp.exp(log_prod) * h0[None, :] + jnp.exp(log_sum)
+    return jnp.exp(log_prod) * h0[None] + jnp.exp(log_sum)
 
 
-def associative(cell: LinearCell, params, carry, ps, length=None, keep=None):
-    """A :class:`scanrnn.kinds.LinearCell` over the projections ``ps [T, G]`` of a whole sequence.
+def chunked_scan(h0: Array, a: Array, b: Array, chunk_size: int) -> Array:
+    r"""All states of :math:`h_t = a_t \odot h_{t-1} + b_t`, chunk by chunk.
+
+    The ``T`` steps are cut into ``K = ceil(T / C)`` chunks of ``C =
+    chunk_size`` steps (the last padded with ``a = 1, b = 0``, which keep
+    the state). Inside every chunk, all at once, the cumulative products
+    :math:`A_j = a_j \cdots a_1` and the states from a zero start
+    :math:`s_j = \sum_{i \le j} a_j \cdots a_{i+1} b_i` come out of an
+    associative scan over the chunk's ``C`` steps (depth ``log C``). A scan
+    of ``K`` steps then hands the state from chunk to chunk,
+    :math:`h^{(k)} = A^{(k)}_C h^{(k-1)} + s^{(k)}_C`, and every state is
+    :math:`h_j = A_j h^{(k-1)} + s_j`. The sequential depth is ``T / C``
+    (plus ``log C``), against ``T`` for a scan of the step: the form that
+    Mamba-2's chunked algorithm takes for a diagonal recurrence (Dao and
+    Gu 2024).
+
+    Args:
+      h0: the state before the first step, of any shape ``S``.
+      a, b: ``[T, *S]``, real or complex.
+      chunk_size: ``C``, a positive int.
+
+    Returns:
+      ``[T, *S]``, the states :math:`h_1 \ldots h_T`.
+    """
+    num_steps = a.shape[0]
+    size = min(_checks.positive_int("chunk_size", chunk_size), max(num_steps, 1))
+    count = -(-num_steps // size)
+    pad = count * size - num_steps
+    if pad:
+        a = jnp.concatenate([a, jnp.ones((pad,) + a.shape[1:], a.dtype)])
+        b = jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)])
+    a = a.reshape((count, size) + a.shape[1:])
+    b = b.reshape((count, size) + b.shape[1:])
+    prods, sums = jax.lax.associative_scan(_affine_compose, (a, b), axis=1)
+
+    def hand_over(h, last):
+        prod, total = last
+        return prod * h + total, h
+
+    _, starts = jax.lax.scan(hand_over, h0, (prods[:, -1], sums[:, -1]))
+    hs = prods * starts[:, None] + sums
+    return hs.reshape((count * size,) + hs.shape[2:])[:num_steps]
+
+
+def _states(cell: LinearCell, params, h0, ps, keep):
+    """All states of ``cell`` from the projections ``ps`` by its mode, ``keep`` as :func:`evaluate` takes it."""
+    coefficients = jax.vmap(cell.coefficients, in_axes=(None, 0))
+    log_space = cell.mode == "associative" and cell.log_coefficients is not None
+    log_coefficients = jax.vmap(cell.log_coefficients, in_axes=(None, 0)) if log_space else None
+
+    def scan(a, b):
+        if cell.mode == "chunked":
+            return chunked_scan(h0, a, b, cell.chunk_size)
+        return linear_scan(h0, a, b)
+
+    if keep is None:
+        if log_space:
+            return linear_scan_log(h0, *log_coefficients(params, ps))
+        return scan(*coefficients(params, ps))
+    if isinstance(jax.tree.leaves(keep)[0], float):
+        # Expected zoneout: a' = rate + (1 - rate) a, b' = (1 - rate) b.
+        rate = keep.h
+        if log_space:
+            log_a, log_b = log_coefficients(params, ps)
+            log_keep, log_change = math.log(rate), math.log1p(-rate)
+            return linear_scan_log(h0, jnp.logaddexp(log_keep, log_change + log_a), log_change + log_b)
+        a, b = coefficients(params, ps)
+        return scan(rate + (1 - rate) * a, (1 - rate) * b)
+    # Sampled zoneout: a kept unit has a = 1, b = 0 at that step.
+    a, b = coefficients(params, ps)
+    return scan(jnp.where(keep.h, jnp.ones_like(a), a), jnp.where(keep.h, jnp.zeros_like(b), b))
+
+
+def evaluate(cell: LinearCell, params, carry, ps, length=None, keep=None):
+    """A :class:`scanrnn.kinds.LinearCell` of mode ``"associative"`` or ``"chunked"`` over a whole sequence.
 
     Args:
       cell: the cell.
       params, carry: its params and the initial carry.
-      ps: ``[T, G]``, ``cell.project`` of every step.
+      ps: ``cell.project`` of every step, leaves with a leading axis ``T``.
       length: ``None`` or an integer scalar (a traced one clamped to ``[0, T]``).
       keep: ``None``, or zoneout: a pytree with the carry's structure whose
-        leaves are ``[T, H]`` booleans (training; ``True`` keeps the previous
-        value) or Python floats (evaluation, the rates).
+        leaves are ``[T, *S]`` booleans (training; ``True`` keeps the
+        previous value) or Python floats (evaluation, the rates).
 
     Returns:
       ``(final_carry, ys)``: the numbers of a scan of ``cell.step`` masked as
       :func:`scanrnn.unroll` masks it (the carry after step ``length``,
       zero outputs past it).
     """
-    num_steps = ps.shape[0]
+    if cell.mode not in ("associative", "chunked"):
+        raise ValueError(f"evaluate runs the modes 'associative' and 'chunked', got a cell of mode {cell.mode!r}")
+    num_steps = jax.tree.leaves(ps)[0].shape[0]
     length = _checks.length("length", length, num_steps)
-    H = carry.h.shape[0]
+    h0 = carry.h
     if num_steps == 0:
-        return carry, jnp.zeros((0, H), carry.h.dtype)
-    if keep is None:
-        if cell.log_coefficients is None:
-            hs = linear_scan(carry.h, *cell.coefficients(params, ps))
-        else:
-            hs = linear_scan_log(carry.h, *cell.log_coefficients(params, ps))
-    elif isinstance(keep.h, float):
-        # Expected zoneout: a' = rate + (1 - rate) a, b' = (1 - rate) b.
-        rate = keep.h
-        if cell.log_coefficients is None:
-            a, b = cell.coefficients(params, ps)
-            hs = linear_scan(carry.h, rate + (1 - rate) * a, (1 - rate) * b)
-        else:
-            log_a, log_b = cell.log_coefficients(params, ps)
-            log_keep, log_change = math.log(rate), math.log1p(-rate)
-            hs = linear_scan_log(carry.h, jnp.logaddexp(log_keep, log_change + log_a), log_change + log_b)
+        hs = jnp.zeros((0,) + h0.shape, h0.dtype)
     else:
-        # Sampled zoneout: a kept unit has a = 1, b = 0 at that step.
-        a, b = cell.coefficients(params, ps)
-        hs = linear_scan(carry.h, jnp.where(keep.h, jnp.ones_like(a), a), jnp.where(keep.h, jnp.zeros_like(b), b))
+        hs = _states(cell, params, h0, ps, keep)
+    ys = jax.vmap(cell.emit, in_axes=(None, 0, 0))(params, hs, ps)
     if length is None:
-        return carry._replace(h=hs[-1]), hs
+        return carry._replace(h=hs[-1] if num_steps else h0), ys
     # States past `length` are computed and discarded, as the masked scan
     # discards its steps there: no -inf offsets, whose tangents would be NaN.
-    valid = (jnp.arange(num_steps, dtype=length.dtype) < length)[:, None]
-    ys = jnp.where(valid, hs, jnp.zeros_like(hs))
+    valid = jnp.arange(num_steps, dtype=length.dtype) < length
+    ys = jax.tree.map(lambda y: jnp.where(valid.reshape((-1,) + (1,) * (y.ndim - 1)), y, jnp.zeros_like(y)), ys)
+    if num_steps == 0:
+        return carry, ys
     last = jax.lax.dynamic_index_in_dim(hs, jnp.maximum(length - 1, 0), axis=0, keepdims=False)
-    return carry._replace(h=jnp.where(length > 0, last, carry.h)), ys
+    return carry._replace(h=jnp.where(length > 0, last, h0)), ys

@@ -28,8 +28,8 @@ from scanrnn import execution as _execution
 from scanrnn import regularization as _regularization
 from scanrnn._gated_backward import loop_weights, recurrent_scan
 from scanrnn.execution import Execution
-from scanrnn.kinds import GatedCell, LinearCell
-from scanrnn.linear_scans import associative
+from scanrnn.kinds import MODES, GatedCell, LinearCell
+from scanrnn import linear_scans
 from scanrnn.regularization import Regularization, sample_masks, zoneout_blend, zoneout_rates
 
 Array = jax.Array
@@ -268,13 +268,13 @@ def _unroll_sequence(cell, params, xs, carry, length, reverse, execution: Execut
     if input_mask is not None:
         xs = xs * input_mask[None, :]
 
-    if isinstance(cell, LinearCell) and cell.mode == "parallel":
+    if isinstance(cell, LinearCell) and cell.mode != "sequential":
         # The whole sequence at once; reversal is a flip of the valid part.
         n = length if length is not None else jnp.asarray(num_steps)
         if reverse:
             xs, keep = jax.tree.map(lambda a: flip_valid(a, n), (xs, keep))
         inputs = jax.vmap(cell.project, in_axes=(None, 0))(params, xs)
-        carry, ys = associative(cell, params, carry, inputs, length, rates if keep is None else keep)
+        carry, ys = linear_scans.evaluate(cell, params, carry, inputs, length, rates if keep is None else keep)
         if reverse:
             ys = jax.tree.map(lambda y: flip_valid(y, n), ys)
         return carry, ys
@@ -363,9 +363,18 @@ def unroll(
     return _unroll_sequence(cell, params, xs, carry, length, reverse, execution, reg)
 
 
+def check_mode(mode, chunk_size) -> None:
+    """A :class:`scanrnn.LinearCell`'s ``mode`` must be one of :data:`scanrnn.kinds.MODES`, its ``chunk_size`` a positive int."""
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"a LinearCell's mode must be one of {list(MODES)}, got {mode!r}")
+    _checks.positive_int("chunk_size", chunk_size)
+
+
 def _check_options(cell, reverse, execution, regularization, key):
     """The checks of :func:`unroll`'s arguments that do not depend on the sequence; the checked bundles."""
     _checks.cell("cell", cell)
+    if isinstance(cell, LinearCell):
+        check_mode(cell.mode, cell.chunk_size)
     _checks.flag("reverse", reverse)
     _checks.prng_key("key", key, allow_none=True)
     return _execution.check(execution), _regularization.check(regularization)
