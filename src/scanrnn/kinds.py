@@ -161,7 +161,7 @@ class LinearCell(NamedTuple):
         ``p`` is an array or a pytree of arrays for one step; ``unroll``
         evaluates it for one step or, by ``jax.vmap``, for all steps.
       coefficients: ``(params, p) -> (a, b)`` of one step, each of the
-        shape and dtype of ``h``.
+        shape and dtype of ``h`` (a ValueError otherwise).
       output: ``None`` (the output is the state, which must then be real),
         or ``(params, h, p) -> y``, the output of one step from its new
         state and its projection (``Re(C h) + D x`` for the LRU). It must
@@ -233,11 +233,11 @@ def _check_coefficients(h, a, b) -> None:
             f"the coefficients of one step must have the shape of the state carry.h, {jnp.shape(h)}; got "
             f"{jnp.shape(a)} and {jnp.shape(b)}"
         )
-    new_dtype = jnp.result_type(a, b, h)
-    if new_dtype != jnp.result_type(h):
+    dtype = jnp.result_type(h)
+    if jnp.result_type(a) != dtype or jnp.result_type(b) != dtype:
         raise ValueError(
-            f"the coefficients of one step must keep the state's dtype {jnp.result_type(h)}; a * h + b has dtype "
-            f"{new_dtype} (a: {jnp.result_type(a)}, b: {jnp.result_type(b)})"
+            f"the coefficients of one step must have the state's dtype {dtype} (carry.h); got "
+            f"{jnp.result_type(a)} and {jnp.result_type(b)}"
         )
 
 
