@@ -160,3 +160,15 @@ def test_flip_valid_and_last_valid_clamp_traced_lengths():
     np.testing.assert_array_equal(flipped, [[3, 2, 1, 0], [0, 1, 2, 3], [1, 0, 2, 3]])
     last = jax.jit(jax.vmap(sr.last_valid, in_axes=(None, 0)))(xs, jnp.array([9, -2, 2]))
     np.testing.assert_array_equal(last, [3, 0, 1])
+
+
+def test_concrete_batch_lengths_captured_under_jit_are_checked_on_the_host():
+    """Lengths a jitted function closes over are concrete: checked (not traced), in range or refused."""
+    cell = sr.gru(3)
+    params = cell.init(jax.random.key(0), 2)
+    xs = jnp.ones((2, 4, 2), jnp.float32)
+    good, bad = jnp.array([2, 4]), jnp.array([2, 5])
+    ys = jax.jit(lambda x: sr.unroll_batch(cell, params, x, length=good)[1])(xs)
+    assert bool((ys[0, 2:] == 0).all()) and bool((ys[1] != 0).any())
+    with pytest.raises(ValueError, match=re.escape("length must lie in [0, 4], got values in [2, 5]")):
+        jax.jit(lambda x: sr.unroll_batch(cell, params, x, length=bad)[1])(xs)

@@ -34,6 +34,10 @@ MODULES = [
     "scanrnn.language_model",
     "scanrnn.execution",
     "scanrnn.checkpoint",
+    "scanrnn.state_space",
+    "scanrnn.griffin",
+    "scanrnn.mamba",
+    "scanrnn.data.memory",
 ]
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 

@@ -9,8 +9,11 @@ The whole API:
   :func:`simple_rnn`, :func:`lstm`, :func:`gru`, :func:`layer_norm_rnn`,
   :func:`layer_norm_lstm` (:mod:`scanrnn.cells`) and :func:`jordan`,
   :func:`elman`, :func:`narx` (:mod:`scanrnn.classic`); the ``LinearCell``
-  (``h = a * h + b``) made by :func:`min_gru`, :func:`min_lstm`
-  (:mod:`scanrnn.linear_cells`).
+  (``h = a * h + b``, run as a scan, an associative scan or a chunked scan)
+  made by :func:`min_gru`, :func:`min_lstm` (:mod:`scanrnn.linear_cells`),
+  the state-space models :func:`lru`, :func:`s5`
+  (:mod:`scanrnn.state_space`), :func:`rg_lru` (:mod:`scanrnn.griffin`) and
+  :func:`selective_ssm` (:mod:`scanrnn.mamba`).
 - unrolling (:mod:`scanrnn.unroll`): :func:`unroll` over one sequence,
   :func:`unroll_batch` over a batch; how the scan runs is one
   :class:`Execution` (:mod:`scanrnn.execution`), the rates of dropout,
@@ -19,7 +22,8 @@ The whole API:
 - layers and models (:mod:`scanrnn.layers`): ``Layer(init, apply,
   initial_carry)`` made by :func:`recurrent`, :func:`bidirectional` (with
   :func:`unroll_bidirectional`), :func:`dense`, :func:`dropout`,
-  :func:`serial`, and :func:`causal_conv` (:mod:`scanrnn.conv`);
+  :func:`serial`, :func:`causal_conv` (:mod:`scanrnn.conv`), and the
+  blocks :func:`hawk` (Griffin's recurrent block) and :func:`mamba`;
   ``apply(params, xs, length=None, *, key=None, carry=None)``, training with
   a key, stateful with a carry.
 - training (:mod:`scanrnn.train`), checkpoints (:mod:`scanrnn.checkpoint`),
@@ -59,6 +63,9 @@ from .unroll import flip_valid, unroll, unroll_batch
 from .conv import ConvParams, causal_conv
 from .classic import elman, jordan, narx
 from .linear_cells import MinGRUParams, MinLSTMParams, min_gru, min_lstm
+from .state_space import LRUParams, S5Params, lru, s5
+from .griffin import HawkCarry, HawkParams, RGLRUParams, hawk, rg_lru
+from .mamba import MambaCarry, MambaParams, SelectiveSSMParams, SelectiveSSMStep, mamba, selective_ssm
 from . import (  # noqa: E402
     teaching_bptt,
     checkpoint,
@@ -68,6 +75,7 @@ from . import (  # noqa: E402
     data,
     diagnostics,
     execution,
+    griffin,
     interop,
     kinds,
     linear_scans,
@@ -76,6 +84,7 @@ from . import (  # noqa: E402
     regularization,
     seq2seq,
     language_model,
+    state_space,
     train,
 )
 
@@ -91,6 +100,15 @@ __all__ = [
     "DenseParams",
     "MinGRUParams",
     "MinLSTMParams",
+    "HawkCarry",
+    "LRUParams",
+    "S5Params",
+    "HawkParams",
+    "MambaCarry",
+    "MambaParams",
+    "RGLRUParams",
+    "SelectiveSSMParams",
+    "SelectiveSSMStep",
     "GRUParams",
     "LSTMCarry",
     "LSTMParams",
@@ -121,6 +139,14 @@ __all__ = [
     "narx",
     "min_gru",
     "min_lstm",
+    "griffin",
+    "lru",
+    "s5",
+    "state_space",
+    "hawk",
+    "mamba",
+    "rg_lru",
+    "selective_ssm",
     "plot",
     "regularization",
     "seq2seq",

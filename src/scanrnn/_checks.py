@@ -228,7 +228,8 @@ def lengths(name: str, values, batch: int, upper: int) -> Optional[jax.Array]:
         raise ValueError(f"{name} must have shape ({batch},) (one per example), got shape {values.shape}")
     if is_concrete(values):
         if values.size:
-            lo, hi = int(values.min()), int(values.max())
+            host = np.asarray(values)  # on the host: under jit, values.min() would be traced
+            lo, hi = int(host.min()), int(host.max())
             if lo < 0 or hi > upper:
                 raise ValueError(f"{name} must lie in [0, {upper}], got values in [{lo}, {hi}]")
         return values
