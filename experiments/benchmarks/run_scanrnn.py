@@ -122,13 +122,18 @@ def auto_variants() -> list:
     ``unroll_steps=4``, every other value of a field whose allowed values
     the module lists as a constant ``{FIELD}S`` (``remat`` from ``REMATS``,
     ``backward`` from ``BACKWARDS``), and the other value of every boolean
-    field (``hoist=True``, ``one_scan=True``).
+    field (``hoist=True``, ``one_scan=True``). ``cudnn=True`` only where
+    JAX runs on a GPU (cuDNN's LSTM has no CPU lowering); ``gpu.py`` times
+    it there.
     """
+    import jax
     import scanrnn as sr
     from scanrnn import execution as sr_execution
 
     variants = [{"unroll_steps": 4}]
     for field, default in sr.Execution._field_defaults.items():
+        if field == "cudnn" and jax.default_backend() != "gpu":
+            continue
         values = getattr(sr_execution, field.upper() + "S", None)
         if isinstance(values, tuple) and all(isinstance(v, str) for v in values):
             variants += [{field: v} for v in values if v != default]

@@ -232,6 +232,7 @@ def _make_cell(
     recurrent: Optional[Callable] = None,
     matrices: tuple = ("w_ih", "w_hh"),
     compute_dtype=None,
+    cudnn: Optional[str] = None,
 ) -> GatedCell:
     """Assemble a built-in :class:`scanrnn.kinds.GatedCell` with its shape checks.
 
@@ -278,7 +279,7 @@ def _make_cell(
         _checks.cell_carry(name, carry, carry_cls, hidden_size, params.w_hh.dtype)
         return recurrent(params, carry)
 
-    return GatedCell(init, initial_carry, checked_project, checked_recurrent, core, matrices)
+    return GatedCell(init, initial_carry, checked_project, checked_recurrent, core, matrices, cudnn=cudnn)
 
 
 def _keys(key, n):
@@ -417,7 +418,10 @@ def lstm(
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMCarry(h, c), h
 
-    return _make_cell("lstm", H, cls, LSTMCarry, shapes, make_params, project, core, compute_dtype=compute_dtype)
+    # cuDNN computes this cell exactly without peepholes and in float32 products.
+    same_as_cudnn = "lstm" if not peephole and compute_dtype is None else None
+    return _make_cell("lstm", H, cls, LSTMCarry, shapes, make_params, project, core, compute_dtype=compute_dtype,
+                      cudnn=same_as_cudnn)
 
 
 def gru(

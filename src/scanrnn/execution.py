@@ -47,6 +47,11 @@ class Execution(NamedTuple):
       one_scan: for the bidirectional layer, ``True`` runs both directions
         in one scan through :func:`jax.vmap` over the direction axis;
         ``False`` runs a forward scan and then a reverse one.
+      cudnn: ``True`` runs an LSTM layer (a cell of :func:`scanrnn.lstm`
+        without peepholes, float32) through cuDNN's LSTM instead of a scan
+        (:mod:`scanrnn.cudnn`; a CUDA GPU only, and a ValueError for what
+        cuDNN cannot do). ``unroll``, ``hoist`` and ``one_scan`` do not
+        apply to it. Not measured on a GPU yet, so not a default.
     """
 
     unroll: int = 1
@@ -54,6 +59,7 @@ class Execution(NamedTuple):
     backward: str = "autodiff"
     hoist: bool = False
     one_scan: bool = False
+    cudnn: bool = False
 
 
 ACCELERATOR = Execution(hoist=True, backward="hand", one_scan=True)
@@ -77,4 +83,5 @@ def check(execution) -> Execution:
             raise ValueError(f"execution.{name} must be one of {allowed}, got {value!r}")
     _checks.flag("execution.hoist", execution.hoist)
     _checks.flag("execution.one_scan", execution.one_scan)
+    _checks.flag("execution.cudnn", execution.cudnn)
     return execution

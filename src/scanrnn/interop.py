@@ -153,13 +153,13 @@ def _config(module):
     return mode, int(module.num_layers), int(module.hidden_size), D, bool(module.batch_first), bool(module.bias), dtype
 
 
-def _model(mode: str, num_layers: int, hidden_size: int, directions: int, dtype) -> Layer:
+def _model(mode: str, num_layers: int, hidden_size: int, directions: int, dtype, execution=None) -> Layer:
     cell = _make_cell(mode, hidden_size, dtype)
-    layer = recurrent(cell) if directions == 1 else bidirectional(cell)
+    layer = recurrent(cell, execution=execution) if directions == 1 else bidirectional(cell, execution=execution)
     return serial(*([layer] * num_layers))
 
 
-def from_torch(module) -> tuple[Layer, tuple]:
+def from_torch(module, *, execution=None) -> tuple[Layer, tuple]:
     """Convert a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` to an ordinary scanrnn ``(model, params)``.
 
     Any ``num_layers`` and ``bidirectional``; ``bias=False`` gives zero
@@ -167,6 +167,9 @@ def from_torch(module) -> tuple[Layer, tuple]:
     :func:`scanrnn.simple_rnn`'s activation. An LSTM with ``proj_size > 0``
     is not supported. Dropout is ignored: the model matches the module in
     eval mode. ``batch_first`` concerns only :func:`torch_forward`.
+    ``execution`` (a :class:`scanrnn.Execution`) is given to every layer:
+    ``Execution(cudnn=True)`` runs an LSTM's layers through cuDNN on a GPU,
+    as PyTorch does (:mod:`scanrnn.cudnn`).
 
     Returns:
       ``model``: ``serial(recurrent(cell), ...)`` (``bidirectional(cell)``
@@ -199,10 +202,10 @@ def from_torch(module) -> tuple[Layer, tuple]:
             params.append(directions[0])
         else:
             params.append(jax.tree.map(lambda f, r: jnp.stack([f, r]), *directions))
-    return _model(mode, num_layers, H, D, dtype), tuple(params)
+    return _model(mode, num_layers, H, D, dtype, execution), tuple(params)
 
 
-def torch_forward(module):
+def torch_forward(module, *, execution=None):
     """The module's ``forward`` on the params of :func:`from_torch`: ``(params, x, hx=None, length=None)``.
 
     A thin adapter over the model :func:`from_torch` returns, for code that
@@ -210,9 +213,10 @@ def torch_forward(module):
     and the stacked states into and out of that model's one-sequence
     calls. It returns ``(output, h_n)``, or ``(output, (h_n, c_n))`` for the
     LSTM; ``length`` plays the part of ``pack_padded_sequence``.
+    ``execution`` is :func:`from_torch`'s.
     """
     mode, num_layers, H, D, batch_first, _, dtype = _config(module)
-    model = _model(mode, num_layers, H, D, dtype)
+    model = _model(mode, num_layers, H, D, dtype, execution)
     is_lstm = mode == "LSTM"
     carry_cls = _cells.LSTMCarry if is_lstm else _cells.RNNCarry
 

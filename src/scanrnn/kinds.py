@@ -99,6 +99,10 @@ class GatedCell(NamedTuple):
         LSTM and GRU cells. With zoneout the output is then the ``h`` of the
         carry after zoneout; otherwise (an output layer, as in the Jordan
         network) ``y`` is the core's.
+      cudnn: ``None``, or ``"lstm"`` for a cell that computes exactly
+        cuDNN's LSTM (:func:`scanrnn.lstm` without peepholes or a
+        ``compute_dtype``), which ``Execution(cudnn=True)`` may run there
+        (:mod:`scanrnn.cudnn`).
 
     ``apply(params, carry, x) = core(params, carry, project(params, x),
     recurrent(params, carry))``. Recurrent dropout multiplies the carry by
@@ -113,6 +117,7 @@ class GatedCell(NamedTuple):
     core: Callable
     matrices: tuple = ("w_ih", "w_hh")
     emits_state: bool = True
+    cudnn: Optional[str] = None
 
     def apply(self, params, carry, x):
         """One step of one example: ``core(params, carry, project(params, x), recurrent(params, carry))``."""

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 
 from . import _checks
 from . import cells as _cells
+from . import cudnn
 from .kinds import Cell
 from . import execution as _execution
 from . import regularization as _regularization
@@ -308,7 +309,9 @@ def unroll_bidirectional(
     both run in a single :func:`jax.lax.scan` through :func:`jax.vmap` over
     the direction axis; without it (the default, measured the faster on a
     CPU), as a forward scan and then a reverse one. The two give the same
-    numbers.
+    numbers. With ``execution.cudnn`` (an LSTM on a CUDA GPU) both
+    directions are one bidirectional cuDNN call, or two calls when input
+    dropout gives each direction its own mask (:mod:`scanrnn.cudnn`).
 
     Args:
       params: the cell's params with a leading direction axis of size 2.
@@ -361,7 +364,10 @@ def unroll_bidirectional(
     def one_direction(p, x, c, m, reverse):
         return _unroll_sequence(cell, p, x, c, length, reverse, execution, (*m, rates))
 
-    if not execution.one_scan:  # a forward scan, then a reverse one
+    if execution.cudnn and masks[0] is None:  # both directions in one cuDNN call
+        cudnn.check_params(jax.tree.map(lambda a: a[0], params))
+        return cudnn.lstm_sequence(params, mask_padding(xs, length), carry, length, bidirectional=True)
+    if execution.cudnn or not execution.one_scan:  # a forward scan (or cuDNN call), then a reverse one
 
         def direction(d):
             p, c, m = jax.tree.map(lambda a: a[d], (params, carry, masks))

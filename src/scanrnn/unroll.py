@@ -29,7 +29,7 @@ from scanrnn import regularization as _regularization
 from scanrnn._gated_backward import loop_weights, recurrent_scan
 from scanrnn.execution import Execution
 from scanrnn.kinds import MODES, GatedCell, LinearCell
-from scanrnn import linear_scans
+from scanrnn import cudnn, linear_scans
 from scanrnn.regularization import Regularization, sample_masks, zoneout_blend, zoneout_rates
 
 Array = jax.Array
@@ -268,6 +268,10 @@ def _unroll_sequence(cell, params, xs, carry, length, reverse, execution: Execut
     if input_mask is not None:
         xs = xs * input_mask[None, :]
 
+    if execution.cudnn:  # checked by _check_options: an LSTM, no recurrent dropout or zoneout
+        cudnn.check_params(params)
+        return cudnn.lstm_sequence(params, xs, carry, length, reverse=reverse)
+
     if isinstance(cell, LinearCell) and cell.mode != "sequential":
         # The whole sequence at once; reversal is a flip of the valid part.
         n = length if length is not None else jnp.asarray(num_steps)
@@ -377,7 +381,10 @@ def _check_options(cell, reverse, execution, regularization, key):
         check_mode(cell.mode, cell.chunk_size)
     _checks.flag("reverse", reverse)
     _checks.prng_key("key", key, allow_none=True)
-    return _execution.check(execution), _regularization.check(regularization)
+    execution, regularization = _execution.check(execution), _regularization.check(regularization)
+    if execution.cudnn:
+        cudnn.check(cell, regularization, execution)
+    return execution, regularization
 
 
 def unroll_batch(
