@@ -147,7 +147,7 @@ def test_layer_rates(call, value, error, message):
 # Option strings keep their messages, for unknown and unhashable values alike.
 
 OPTIONS = [
-    ("mode", lambda v: sr.min_gru(H, mode=v), "min_gru: mode must be one of ['parallel', 'sequential'], got {value}"),
+    ("mode", lambda v: sr.min_gru(H, mode=v), "min_gru: mode must be one of ['sequential', 'associative', 'chunked'], got {value}"),
     ("merge", lambda v: sr.bidirectional(TRIPWIRE, v), "merge must be one of ['concat', 'mean', 'mul', 'sum'], got {value}"),
     ("activation", lambda v: sr.simple_rnn(H, v), "activation must be one of ['relu', 'sigmoid', 'tanh'], got {value}"),
     ("activation-conv", lambda v: sr.causal_conv(2, 2, activation=v),

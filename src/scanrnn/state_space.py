@@ -248,9 +248,11 @@ def lru(
     variance under white-noise input; the real and imaginary parts of
     :math:`B` normal of variance :math:`1/(2H)`, those of :math:`C` of
     variance :math:`1/N`; :math:`D` standard normal. The defaults
-    ``r_min=0, r_max=1, max_phase=6.28`` are the appendix's; its long-range
-    experiments use narrower rings such as ``r_min=0.9, r_max=0.999,
-    max_phase=pi/10`` (their section 3.3 and appendix D).
+    ``r_min=0, r_max=1, max_phase=6.28`` are the appendix's; for its
+    long-range tasks the paper starts the moduli closer to the unit circle
+    (a larger ``r_min`` and ``r_max``) and, on the longest, the phases in a
+    smaller range (its section 3.3): pass those values for long memory, as
+    ``experiments/long_memory.py`` does.
 
     Params (:class:`LRUParams`): ``nu_log [N]``, ``theta_log [N]``,
     ``gamma_log [N]``, ``b [2N, H]`` (rows: real then imaginary part of
