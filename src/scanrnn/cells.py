@@ -220,6 +220,19 @@ def gate_projection(x: Array, w: Array, b: Array, gates: int, compute_dtype=None
     return jnp.concatenate([product(x, w_g, compute_dtype) + b_g for w_g, b_g in blocks], axis=-1)
 
 
+def checked_init(make_params: Callable, check: Callable) -> Callable:
+    """A cell's ``init(key, input_size)``: the key and size checked, ``make_params(key, input_size)``, its result checked."""
+
+    def init(key, input_size):
+        _checks.prng_key("key", key)
+        _checks.positive_int("input_size", input_size)
+        params = make_params(key, input_size)
+        check(params)
+        return params
+
+    return init
+
+
 def _make_cell(
     name: str,
     hidden_size: int,
@@ -257,12 +270,7 @@ def _make_cell(
     def check(params):
         _checks.cell_params(name, params, params_cls, shapes)
 
-    def init(key, input_size):
-        _checks.prng_key("key", key)
-        _checks.positive_int("input_size", input_size)
-        params = make_params(key, input_size)
-        check(params)
-        return params
+    init = checked_init(make_params, check)
 
     def initial_carry(params):
         check(params)

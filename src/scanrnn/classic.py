@@ -149,12 +149,7 @@ def _make_cell(
         _checks.cell_params(name, params, params_cls, shapes)
         return params.w_ih.shape[1]
 
-    def init(key, input_size):
-        _checks.prng_key("key", key)
-        _checks.positive_int("input_size", input_size)
-        params = make_params(key, input_size)
-        check(params)
-        return params
+    init = _cells.checked_init(make_params, check)
 
     def initial_carry(params):
         input_size = check(params)

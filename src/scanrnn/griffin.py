@@ -39,7 +39,7 @@ from jax.nn import initializers
 from . import _checks
 from .cells import RNNCarry, _keys, param_init, product, zeros
 from .conv import depthwise_causal
-from .kinds import MODES, LinearCell
+from .kinds import LinearCell, check_mode
 from .layers import Layer, check_carry
 from .unroll import check_length, check_sequence, mask_padding, unroll, valid_steps
 
@@ -137,12 +137,6 @@ def _ring_init(min_rad: float, max_rad: float):
     return init
 
 
-def _check_mode(name, mode, chunk_size):
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"{name}: mode must be one of {list(MODES)}, got {mode!r}")
-    return _checks.positive_int("chunk_size", chunk_size)
-
-
 def rg_lru(
     *,
     c: float = 8.0,
@@ -212,7 +206,7 @@ def rg_lru(
     max_rad = _checks.finite_real("max_rad", max_rad)
     if not 0 < min_rad <= max_rad < 1:
         raise ValueError(f"rg_lru: need 0 < min_rad <= max_rad < 1, got min_rad={min_rad!r} and max_rad={max_rad!r}")
-    chunk_size = _check_mode("rg_lru", mode, chunk_size)
+    chunk_size = check_mode(mode, chunk_size, "rg_lru:")
     param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
     kernel, bias = param_init(lecun_normal, param_dtype), param_init(zeros, param_dtype)

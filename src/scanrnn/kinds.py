@@ -231,6 +231,17 @@ class LinearCell(NamedTuple):
         return y
 
 
+def check_mode(mode, chunk_size, owner: str = "a LinearCell's") -> int:
+    """``mode`` must be one of :data:`MODES` and ``chunk_size`` a positive int, which is returned.
+
+    ``owner`` begins the message: ``"a LinearCell's"``, or a factory's
+    ``"min_gru:"``.
+    """
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"{owner} mode must be one of {list(MODES)}, got {mode!r}")
+    return _checks.positive_int("chunk_size", chunk_size)
+
+
 def _check_coefficients(h, a, b) -> None:
     """``a`` and ``b`` of one step must have the shape and dtype of the state ``h``."""
     if jnp.shape(a) != jnp.shape(h) or jnp.shape(b) != jnp.shape(h):

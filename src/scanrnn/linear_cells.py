@@ -49,8 +49,8 @@ import jax
 import jax.numpy as jnp
 
 from . import _checks
-from .cells import Initializer, RNNCarry, _keys, glorot_uniform, param_init, product, zeros
-from .kinds import MODES, LinearCell
+from .cells import Initializer, RNNCarry, _keys, checked_init, glorot_uniform, param_init, product, zeros
+from .kinds import LinearCell, check_mode
 
 Array = jax.Array
 
@@ -107,9 +107,7 @@ def _make_min_cell(
     projection, the cell's one matrix product, runs in ``compute_dtype``
     (:func:`scanrnn.cells.product`); the recurrence stays in the params' dtype.
     """
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"{name}: mode must be one of {list(MODES)}, got {mode!r}")
-    chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    chunk_size = check_mode(mode, chunk_size, f"{name}:")
     _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
     H = hidden_size
 
@@ -119,12 +117,7 @@ def _make_min_cell(
     def check(params):
         _checks.cell_params(name, params, params_cls, shapes)
 
-    def init(key, input_size):
-        _checks.prng_key("key", key)
-        _checks.positive_int("input_size", input_size)
-        params = make_params(key, input_size)
-        check(params)
-        return params
+    init = checked_init(make_params, check)
 
     def initial_carry(params):
         check(params)

@@ -49,7 +49,7 @@ from . import execution as _execution
 from .cells import RNNCarry, product
 from .conv import depthwise_causal
 from .execution import Execution
-from .kinds import MODES, LinearCell
+from .kinds import LinearCell, check_mode
 from .layers import Layer, check_carry
 from .unroll import check_length, check_sequence, mask_padding, unroll
 
@@ -227,9 +227,7 @@ def selective_ssm(
     if dt_min > dt_max:
         raise ValueError(f"dt_min must be at most dt_max, got dt_min={dt_min!r} and dt_max={dt_max!r}")
     dt_init_floor = _checks.non_negative_number("dt_init_floor", dt_init_floor)
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"{name}: mode must be one of {list(MODES)}, got {mode!r}")
-    chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    chunk_size = check_mode(mode, chunk_size, f"{name}:")
     param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     compute_dtype = _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
 
@@ -380,9 +378,7 @@ def mamba(
         dt_rank = _checks.positive_int("dt_rank", dt_rank)
     param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
     compute_dtype = _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"{name}: mode must be one of {list(MODES)}, got {mode!r}")
-    chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    chunk_size = check_mode(mode, chunk_size, f"{name}:")
     execution = _execution.check(execution)
 
     @functools.lru_cache(maxsize=None)

@@ -50,8 +50,8 @@ import numpy as np
 from jax.nn import initializers
 
 from . import _checks
-from .cells import RNNCarry, _keys, product
-from .kinds import MODES, LinearCell
+from .cells import RNNCarry, _keys, checked_init, product
+from .kinds import LinearCell, check_mode
 
 Array = jax.Array
 
@@ -115,9 +115,7 @@ def _make_cell(name, n, params_cls, transition, read_out_scale, make_params, mod
     params alone: ``a`` complex ``[n]``, ``g`` real or complex ``[n]``.
     ``make_params(key, H)`` draws the params; ``read_out_scale`` is ``s``.
     """
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"{name}: mode must be one of {list(MODES)}, got {mode!r}")
-    chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    chunk_size = check_mode(mode, chunk_size, f"{name}:")
     _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
     fields = params_cls._fields[:3]  # the recurrence's vectors [n]
 
@@ -156,12 +154,7 @@ def _make_cell(name, n, params_cls, transition, read_out_scale, make_params, mod
                 f"(from project), got {_checks.shape(p.bx)} and {_checks.shape(p.x)}"
             )
 
-    def init(key, input_size):
-        _checks.prng_key("key", key)
-        _checks.positive_int("input_size", input_size)
-        params = make_params(key, input_size)
-        check(params)
-        return params
+    init = checked_init(make_params, check)
 
     def initial_carry(params):
         check(params)

@@ -28,7 +28,7 @@ from scanrnn import execution as _execution
 from scanrnn import regularization as _regularization
 from scanrnn._gated_backward import loop_weights, recurrent_scan
 from scanrnn.execution import Execution
-from scanrnn.kinds import MODES, GatedCell, LinearCell
+from scanrnn.kinds import GatedCell, LinearCell, check_mode
 from scanrnn import cudnn, linear_scans
 from scanrnn.regularization import Regularization, sample_masks, zoneout_blend, zoneout_rates
 
@@ -365,13 +365,6 @@ def unroll(
     xs, carry, length = prepare_sequence(cell, params, xs, carry, length)
     reg = check_regularization(cell, params, xs, carry, regularization, key)
     return _unroll_sequence(cell, params, xs, carry, length, reverse, execution, reg)
-
-
-def check_mode(mode, chunk_size) -> None:
-    """A :class:`scanrnn.LinearCell`'s ``mode`` must be one of :data:`scanrnn.kinds.MODES`, its ``chunk_size`` a positive int."""
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"a LinearCell's mode must be one of {list(MODES)}, got {mode!r}")
-    _checks.positive_int("chunk_size", chunk_size)
 
 
 def _check_options(cell, reverse, execution, regularization, key):
