@@ -68,6 +68,7 @@ def data(seed=0):
 # Packing.
 
 
+@pytest.mark.slow
 def test_pack_matches_jax_experimental_rnn_layout_and_unpack_inverts_it():
     """2 bidirectional layers: jax's own unpacking of our vector gives back each matrix; unpack is its inverse."""
     key = jax.random.key(0)
@@ -94,6 +95,7 @@ def test_pack_matches_jax_experimental_rnn_layout_and_unpack_inverts_it():
 # One direction: the reference kernel against scanrnn's scan.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reverse", [False, True])
 def test_one_direction_equals_the_scan_batched_and_alone(on_reference, reverse):
     cell = sr.lstm(H)
@@ -128,6 +130,7 @@ def test_one_direction_equals_the_scan_batched_and_alone(on_reference, reverse):
         np.testing.assert_allclose(a, b, **TOL)
 
 
+@pytest.mark.slow
 def test_bidirectional_two_layer_model_equals_the_scan(on_reference):
     """serial(bidirectional(lstm), bidirectional(lstm), dense): outputs and gradients, with lengths."""
     def model(execution):
@@ -155,6 +158,7 @@ def test_bidirectional_two_layer_model_equals_the_scan(on_reference):
         np.testing.assert_allclose(a, b, **TOL)
 
 
+@pytest.mark.slow
 def test_bidirectional_final_carries_and_input_dropout(on_reference):
     """The stacked final carries equal the scan's; with input dropout each direction is its own call."""
     cell = sr.lstm(H)

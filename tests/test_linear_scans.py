@@ -37,6 +37,7 @@ def test_chunked_scan_equals_the_loop(dtype, chunk_size):
     np.testing.assert_allclose(linear_scan(h0, a, b), loop(h0, a, b), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_chunked_scan_gradients_equal_the_sequential_scans():
     a, b, h0 = coefficients((9, 4), C128, seed=1)
 

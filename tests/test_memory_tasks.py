@@ -181,6 +181,7 @@ def test_loss_and_metrics_count_only_the_scored_steps():
     assert study.solved("adding", 0.009) and not study.solved("adding", 0.01)
 
 
+@pytest.mark.slow
 def test_parameter_counts():
     study = load_study()
     # The LSTM's by hand: 4H(I + H) + 4H (one bias per gate), then the readout; the width is the nearest match.

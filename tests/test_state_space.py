@@ -224,6 +224,7 @@ def _coefficients(cell, params):
     return cell.coefficients(params, cell.project(params, x))
 
 
+@pytest.mark.slow
 def test_lru_is_stable_for_any_params():
     """|lambda| = exp(-exp(nu_log)) < 1 for nu_log and theta_log over a wide range (float32 rounds it to at most 1)."""
     rng = np.random.default_rng(13)
