@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import scanrnn as sr
-from scanrnn.linear_scans import chunked_scan, linear_scan
+from jax.test_util import check_grads
+
+from scanrnn.linear_scans import chunked_scan, linear_scan, sequential_scan
 
 F64, C128 = jnp.float64, jnp.complex128
 
@@ -35,28 +37,47 @@ def test_chunked_scan_equals_the_loop(dtype, chunk_size):
     a, b, h0 = coefficients((12, 2, 3), dtype)
     np.testing.assert_allclose(chunked_scan(h0, a, b, chunk_size), loop(h0, a, b), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(linear_scan(h0, a, b), loop(h0, a, b), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sequential_scan(h0, a, b, unroll=chunk_size), loop(h0, a, b), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [F64, C128], ids=["real", "complex"])
+def test_the_scans_derivatives_equal_those_of_a_plain_scan(dtype):
+    """sequential_scan and chunked_scan give their derivative as a recurrence; autodiff of lax.scan is the reference."""
+    a, b, h0 = coefficients((9, 4), dtype, seed=1)
+
+    def plain(h0, a, b):
+        return jax.lax.scan(lambda h, ab: (ab[0] * h + ab[1],) * 2, h0, (a, b))[1]
+
+    weight = jnp.asarray(1 + 0.5j if dtype == C128 else 1.5, dtype)
+
+    def loss(scan):
+        return lambda h0, a, b: jnp.sum(jnp.abs(scan(h0, a, b) * weight) ** 2)
+
+    want = jax.grad(loss(plain), argnums=(0, 1, 2))(h0, a, b)
+    for scan in (sequential_scan, lambda *args: chunked_scan(*args, 4)):
+        got = jax.grad(loss(scan), argnums=(0, 1, 2))(h0, a, b)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+        tangents = coefficients((9, 4), dtype, seed=2)
+        tangents = (tangents[2], tangents[0], tangents[1])
+        _, want_t = jax.jvp(plain, (h0, a, b), tangents)
+        _, got_t = jax.jvp(scan, (h0, a, b), tangents)
+        np.testing.assert_allclose(got_t, want_t, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.slow
-def test_chunked_scan_gradients_equal_the_sequential_scans():
-    a, b, h0 = coefficients((9, 4), C128, seed=1)
-
-    def sequential(h0, a, b):
-        return jax.lax.scan(lambda h, ab: (ab[0] * h + ab[1],) * 2, h0, (a, b))[1]
-
-    def loss(scan):
-        return lambda h0, a, b: jnp.sum(jnp.abs(scan(h0, a, b)) ** 2)
-
-    want = jax.grad(loss(sequential), argnums=(0, 1, 2))(h0, a, b)
-    got = jax.grad(loss(lambda *args: chunked_scan(*args, 4)), argnums=(0, 1, 2))(h0, a, b)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+def test_the_scans_pass_check_grads():
+    a, b, h0 = coefficients((7, 3), C128, seed=3)
+    check_grads(lambda *args: sequential_scan(*args), (h0, a, b), order=2, modes=["fwd", "rev"])
+    check_grads(lambda *args: chunked_scan(*args, 3), (h0, a, b), order=2, modes=["fwd", "rev"])
 
 
 def test_chunked_scan_refuses_a_bad_chunk_size():
     a, b, h0 = coefficients((4, 2), F64)
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         chunked_scan(h0, a, b, 0)
+    with pytest.raises(ValueError, match="unroll must be a positive int"):
+        sequential_scan(h0, a, b, 0)
 
 
 def decay_cell(output=None, dtype=F64, mode="sequential"):

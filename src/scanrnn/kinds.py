@@ -176,18 +176,21 @@ class LinearCell(NamedTuple):
         scan then runs in log space (Heinsen 2023), which keeps long
         products of small ``a`` from underflowing.
       mode: how :func:`scanrnn.unroll` evaluates the recurrence over a
-        sequence. The three give the same numbers to rounding:
+        sequence (:func:`scanrnn.linear_scans.evaluate`: the projections of
+        all steps, the coefficients of all steps, the recurrence, the
+        outputs of all steps). The three give the same numbers to rounding:
 
-        - ``"sequential"``: a :func:`jax.lax.scan` of the step, ``T``
-          sequential steps;
+        - ``"sequential"``: a :func:`jax.lax.scan` of ``T`` steps of
+          ``h = a * h + b`` (:func:`scanrnn.linear_scans.sequential_scan`);
+          with ``Execution(remat="step")`` or ``"sqrt"``, a scan of the
+          whole step (projection, recurrence and output) instead;
         - ``"associative"``: :func:`jax.lax.associative_scan` over time
           (Blelloch 1990), ``O(log T)`` sequential depth and
           ``O(T log T)`` work;
         - ``"chunked"``: the sequence cut into chunks of ``chunk_size``
-          steps, the states inside every chunk computed at once as
-          cumulative products and sums, and the state handed from chunk
-          to chunk by a scan of ``T / chunk_size`` steps
-          (:func:`scanrnn.linear_scans.chunked_scan`).
+          steps, every chunk's steps run for all chunks at once, and the
+          state handed from chunk to chunk by a scan of ``T / chunk_size``
+          steps (:func:`scanrnn.linear_scans.chunked_scan`).
       chunk_size: the chunk length of ``mode="chunked"`` (ignored by the
         other modes).
 

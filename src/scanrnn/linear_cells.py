@@ -15,14 +15,14 @@ Both factories return a :class:`scanrnn.kinds.LinearCell` and take ``mode``
 and ``chunk_size``:
 
 - ``"sequential"`` (the default, measured the faster on a CPU; see
-  BENCHMARKS.md): :func:`scanrnn.unroll` scans the step.
-- ``"associative"``: :func:`scanrnn.unroll` computes the projection of all
-  steps and evaluates the whole sequence with
-  :func:`jax.lax.associative_scan` in log space
+  BENCHMARKS.md): :func:`scanrnn.unroll` computes the projection of all
+  steps, then scans ``h = a * h + b`` over them
   (:func:`scanrnn.linear_scans.evaluate`).
-- ``"chunked"``: chunks of ``chunk_size`` steps evaluated at once, the state
-  handed from chunk to chunk (:func:`scanrnn.linear_scans.chunked_scan`),
-  in linear space.
+- ``"associative"``: the same with :func:`jax.lax.associative_scan` in log
+  space.
+- ``"chunked"``: chunks of ``chunk_size`` steps, the steps of all chunks
+  run at once and the state handed from chunk to chunk
+  (:func:`scanrnn.linear_scans.chunked_scan`), in linear space.
 
 The three modes compute the same function (to rounding).
 

@@ -1,12 +1,14 @@
 r"""Evaluating a linear recurrence :math:`h_t = a_t \odot h_{t-1} + b_t` over a whole sequence at once.
 
-The steps of such a recurrence are affine maps of the state, and composing
-affine maps is associative (Blelloch 1990), so all states come out of
-:func:`jax.lax.associative_scan` in ``O(log T)`` sequential depth instead of
-the ``T`` steps of a scan (:func:`linear_scan`), or chunk by chunk
+The steps of such a recurrence are affine maps of the state. Given the
+coefficients of all steps, the states come out of a scan of the ``T`` steps
+(:func:`sequential_scan`), of :func:`jax.lax.associative_scan`, since
+composing affine maps is associative (Blelloch 1990), in ``O(log T)``
+sequential depth (:func:`linear_scan`), or chunk by chunk
 (:func:`chunked_scan`). :func:`evaluate` runs a
-:class:`scanrnn.kinds.LinearCell` either way; :func:`scanrnn.unroll` calls it
-for a cell of ``mode="associative"`` or ``mode="chunked"``.
+:class:`scanrnn.kinds.LinearCell` over a sequence in the cell's mode:
+the projections of all steps first, then the recurrence, then the outputs of
+all steps; :func:`scanrnn.unroll` calls it.
 
 With positive ``a`` and ``b`` the scan can run on their logarithms
 (Heinsen 2023, as the minGRU paper's ``parallel_scan_log``), combining
@@ -30,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _checks
-from .kinds import LinearCell
+from .kinds import LinearCell, _check_coefficients, check_mode
 
 Array = jax.Array
 
@@ -82,21 +84,97 @@ def linear_scan_log(h0: Array, log_a: Array, log_b: Array) -> Array:
     return jnp.exp(log_prod) * h0[None] + jnp.exp(log_sum)
 
 
+def _linear_tangent(run):
+    r"""Give ``run(h0, a, b, option)``, which evaluates the recurrence, the derivative of a linear recurrence.
+
+    The tangent of :math:`h_t = a_t h_{t-1} + b_t` is the same recurrence,
+    :math:`\dot h_t = a_t \dot h_{t-1} + (\dot a_t h_{t-1} + \dot b_t)`,
+    so ``run`` evaluates it too. Reverse mode transposes that (linear)
+    evaluation into the reverse recurrence, and keeps only ``a`` and the
+    states for it, where differentiating ``run``'s own operations would
+    keep what each of its scans computes.
+    """
+    run = jax.custom_jvp(run, nondiff_argnums=(3,))
+
+    @run.defjvp
+    def tangent(option, primals, tangents):
+        h0, a, b = primals
+        dh0, da, db = tangents
+        hs = run(h0, a, b, option)
+        previous = jnp.concatenate([h0[None], hs[:-1]])
+        return hs, run(dh0, a, da * previous + db, option)
+
+    return run
+
+
+def _affine_step(h, coefficients):
+    a, b = coefficients
+    h = a * h + b
+    return h, h
+
+
+@_linear_tangent
+def _sequential(h0, a, b, unroll):
+    return jax.lax.scan(_affine_step, h0, (a, b), unroll=unroll)[1]
+
+
+@_linear_tangent
+def _chunked(h0, a, b, size):
+    num_steps = a.shape[0]
+    count = -(-num_steps // size)
+    pad = count * size - num_steps
+    if pad:
+        a = jnp.concatenate([a, jnp.ones((pad,) + a.shape[1:], a.dtype)])
+        b = jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)])
+    # [C, K, *S]: position in the chunk first, so that one scan over the C
+    # positions steps all K chunks at once.
+    a = jnp.swapaxes(a.reshape((count, size) + a.shape[1:]), 0, 1)
+    b = jnp.swapaxes(b.reshape((count, size) + b.shape[1:]), 0, 1)
+    totals, _ = jax.lax.scan(lambda s, ab: (_affine_step(s, ab)[0], None), jnp.zeros_like(b[0]), (a, b))
+    _, starts = jax.lax.scan(lambda h, last: (_affine_step(h, last)[0], h), h0, (jnp.prod(a, axis=0), totals))
+    hs = jax.lax.scan(_affine_step, starts, (a, b))[1]
+    return jnp.swapaxes(hs, 0, 1).reshape((count * size,) + hs.shape[2:])[:num_steps]
+
+
+def sequential_scan(h0: Array, a: Array, b: Array, unroll: int = 1) -> Array:
+    r"""All states of :math:`h_t = a_t \odot h_{t-1} + b_t` by a :func:`jax.lax.scan` of ``T`` steps.
+
+    The derivative is the recurrence's own (the tangent is a linear
+    recurrence with the same ``a``), so the backward pass is one reverse
+    scan that reads ``a`` and the states, for real and complex numbers.
+
+    Args:
+      h0: the state before the first step, of any shape ``S``.
+      a, b: ``[T, *S]``.
+      unroll: the scan's ``unroll``, a positive int.
+
+    Returns:
+      ``[T, *S]``, the states :math:`h_1 \ldots h_T`.
+    """
+    return _sequential(h0, a, b, _checks.positive_int("unroll", unroll))
+
+
 def chunked_scan(h0: Array, a: Array, b: Array, chunk_size: int) -> Array:
     r"""All states of :math:`h_t = a_t \odot h_{t-1} + b_t`, chunk by chunk.
 
     The ``T`` steps are cut into ``K = ceil(T / C)`` chunks of ``C =
     chunk_size`` steps (the last padded with ``a = 1, b = 0``, which keep
-    the state). Inside every chunk, all at once, the cumulative products
-    :math:`A_j = a_j \cdots a_1` and the states from a zero start
-    :math:`s_j = \sum_{i \le j} a_j \cdots a_{i+1} b_i` come out of an
-    associative scan over the chunk's ``C`` steps (depth ``log C``). A scan
-    of ``K`` steps then hands the state from chunk to chunk,
-    :math:`h^{(k)} = A^{(k)}_C h^{(k-1)} + s^{(k)}_C`, and every state is
-    :math:`h_j = A_j h^{(k-1)} + s_j`. The sequential depth is ``T / C``
-    (plus ``log C``), against ``T`` for a scan of the step: the form that
-    Mamba-2's chunked algorithm takes for a diagonal recurrence (Dao and
-    Gu 2024).
+    the state), and three scans follow, the first and last over the ``C``
+    positions of all ``K`` chunks at once:
+
+    1. every chunk's state from a zero start, :math:`s^{(k)} = \sum_{i}
+       a_C \cdots a_{i+1} b_i` over its steps (and, as one product,
+       :math:`A^{(k)} = a_C \cdots a_1`);
+    2. the hand-over from chunk to chunk, ``K`` steps,
+       :math:`h^{(k)} = A^{(k)} h^{(k-1)} + s^{(k)}`;
+    3. the states inside every chunk from its start :math:`h^{(k-1)}`.
+
+    The sequential depth is ``2 C + T / C`` (least at ``C`` near
+    ``sqrt(T / 2)``) against ``T`` for a scan of the step, each step as wide
+    as ``K`` chunks: the state passed chunk to chunk as in Mamba-2's chunked
+    algorithm (Dao and Gu 2024), with the inside of a diagonal recurrence's
+    chunk computed by a scan rather than by products. The derivative is the
+    recurrence's own, evaluated the same way (see :func:`sequential_scan`).
 
     Args:
       h0: the state before the first step, of any shape ``S``.
@@ -106,35 +184,28 @@ def chunked_scan(h0: Array, a: Array, b: Array, chunk_size: int) -> Array:
     Returns:
       ``[T, *S]``, the states :math:`h_1 \ldots h_T`.
     """
-    num_steps = a.shape[0]
-    size = min(_checks.positive_int("chunk_size", chunk_size), max(num_steps, 1))
-    count = -(-num_steps // size)
-    pad = count * size - num_steps
-    if pad:
-        a = jnp.concatenate([a, jnp.ones((pad,) + a.shape[1:], a.dtype)])
-        b = jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)])
-    a = a.reshape((count, size) + a.shape[1:])
-    b = b.reshape((count, size) + b.shape[1:])
-    prods, sums = jax.lax.associative_scan(_affine_compose, (a, b), axis=1)
-
-    def hand_over(h, last):
-        prod, total = last
-        return prod * h + total, h
-
-    _, starts = jax.lax.scan(hand_over, h0, (prods[:, -1], sums[:, -1]))
-    hs = prods * starts[:, None] + sums
-    return hs.reshape((count * size,) + hs.shape[2:])[:num_steps]
+    size = min(_checks.positive_int("chunk_size", chunk_size), max(a.shape[0], 1))
+    if a.shape[0] == 0:
+        return b
+    return _chunked(h0, a, b, size)
 
 
-def _states(cell: LinearCell, params, h0, ps, keep):
+def _states(cell: LinearCell, params, h0, ps, keep, unroll):
     """All states of ``cell`` from the projections ``ps`` by its mode, ``keep`` as :func:`evaluate` takes it."""
-    coefficients = jax.vmap(cell.coefficients, in_axes=(None, 0))
+    def checked(params, p):
+        a, b = cell.coefficients(params, p)
+        _check_coefficients(h0, a, b)
+        return a, b
+
+    coefficients = jax.vmap(checked, in_axes=(None, 0))
     log_space = cell.mode == "associative" and cell.log_coefficients is not None
     log_coefficients = jax.vmap(cell.log_coefficients, in_axes=(None, 0)) if log_space else None
 
     def scan(a, b):
         if cell.mode == "chunked":
             return chunked_scan(h0, a, b, cell.chunk_size)
+        if cell.mode == "sequential":
+            return sequential_scan(h0, a, b, unroll)
         return linear_scan(h0, a, b)
 
     if keep is None:
@@ -155,8 +226,8 @@ def _states(cell: LinearCell, params, h0, ps, keep):
     return scan(jnp.where(keep.h, jnp.ones_like(a), a), jnp.where(keep.h, jnp.zeros_like(b), b))
 
 
-def evaluate(cell: LinearCell, params, carry, ps, length=None, keep=None):
-    """A :class:`scanrnn.kinds.LinearCell` of mode ``"associative"`` or ``"chunked"`` over a whole sequence.
+def evaluate(cell: LinearCell, params, carry, ps, length=None, keep=None, unroll: int = 1):
+    """A :class:`scanrnn.kinds.LinearCell` over a whole sequence, the recurrence evaluated by the cell's mode.
 
     Args:
       cell: the cell.
@@ -166,21 +237,21 @@ def evaluate(cell: LinearCell, params, carry, ps, length=None, keep=None):
       keep: ``None``, or zoneout: a pytree with the carry's structure whose
         leaves are ``[T, *S]`` booleans (training; ``True`` keeps the
         previous value) or Python floats (evaluation, the rates).
+      unroll: the ``unroll`` of the scan of ``mode="sequential"``.
 
     Returns:
       ``(final_carry, ys)``: the numbers of a scan of ``cell.step`` masked as
       :func:`scanrnn.unroll` masks it (the carry after step ``length``,
       zero outputs past it).
     """
-    if cell.mode not in ("associative", "chunked"):
-        raise ValueError(f"evaluate runs the modes 'associative' and 'chunked', got a cell of mode {cell.mode!r}")
+    check_mode(cell.mode, cell.chunk_size)
     num_steps = jax.tree.leaves(ps)[0].shape[0]
     length = _checks.length("length", length, num_steps)
     h0 = carry.h
     if num_steps == 0:
         hs = jnp.zeros((0,) + h0.shape, h0.dtype)
     else:
-        hs = _states(cell, params, h0, ps, keep)
+        hs = _states(cell, params, h0, ps, keep, unroll)
     ys = jax.vmap(cell.emit, in_axes=(None, 0, 0))(params, hs, ps)
     if length is None:
         return carry._replace(h=hs[-1] if num_steps else h0), ys

@@ -272,13 +272,16 @@ def _unroll_sequence(cell, params, xs, carry, length, reverse, execution: Execut
         cudnn.check_params(params)
         return cudnn.lstm_sequence(params, xs, carry, length, reverse=reverse)
 
-    if isinstance(cell, LinearCell) and cell.mode != "sequential":
+    if isinstance(cell, LinearCell) and (cell.mode != "sequential" or execution.remat == "none"):
         # The whole sequence at once; reversal is a flip of the valid part.
+        # (remat="step" or "sqrt" scans the step instead, recomputing it.)
         n = length if length is not None else jnp.asarray(num_steps)
         if reverse:
             xs, keep = jax.tree.map(lambda a: flip_valid(a, n), (xs, keep))
         inputs = jax.vmap(cell.project, in_axes=(None, 0))(params, xs)
-        carry, ys = linear_scans.evaluate(cell, params, carry, inputs, length, rates if keep is None else keep)
+        carry, ys = linear_scans.evaluate(
+            cell, params, carry, inputs, length, rates if keep is None else keep, execution.unroll
+        )
         if reverse:
             ys = jax.tree.map(lambda y: flip_valid(y, n), ys)
         return carry, ys
