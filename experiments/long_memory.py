@@ -120,7 +120,7 @@ import math
 import os
 import sys
 import time
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable, NamedTuple, Optional
 
 import matplotlib
@@ -226,6 +226,7 @@ def count_params(params) -> int:
                for l in jax.tree.leaves(params))
 
 
+@lru_cache(maxsize=None)  # the width search asks for the same counts again
 def param_count(name, width, inputs, outputs) -> int:
     """The parameter count of :func:`build`'s model, from the core's init alone (no tracing of ``apply``)."""
     shape, core = MODELS[name].shape, MODELS[name].core
