@@ -57,7 +57,8 @@ from .cells import (
     simple_rnn,
 )
 from .layers import (
-    DenseParams, Layer, RecurrentParams, bidirectional, dense, dropout, last_valid, recurrent, serial, unroll_bidirectional,
+    DenseParams, EmbeddingParams, Layer, RecurrentParams, bidirectional, check_tokens, dense, dropout, embedding,
+    last_valid, recurrent, serial, unroll_bidirectional,
 )
 from .unroll import flip_valid, unroll, unroll_batch
 from .conv import ConvParams, causal_conv
@@ -155,6 +156,9 @@ __all__ = [
     "language_model",
     "train",
     "dense",
+    "embedding",
+    "EmbeddingParams",
+    "check_tokens",
     "flip_valid",
     "gru",
     "last_valid",

@@ -49,6 +49,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _checks
 from . import cells as _cells
@@ -82,6 +83,7 @@ class Layer(NamedTuple):
     init: Callable
     apply: Callable
     initial_carry: Callable
+    tokens: Optional[int] = None  # V: apply reads integer tokens [T] in [0, V) (an embedding first); else None
 
 
 class DenseParams(NamedTuple):
@@ -89,6 +91,12 @@ class DenseParams(NamedTuple):
 
     w: Array  # [F, I]
     b: Array  # [F]
+
+
+class EmbeddingParams(NamedTuple):
+    """Params of :func:`embedding`."""
+
+    table: Array  # [V, F], row v the vector of token v
 
 
 class RecurrentParams(NamedTuple):
@@ -520,6 +528,122 @@ def dense(
     return Layer(init, apply, _no_carry)
 
 
+def embedding(
+    vocab_size: int,
+    features: int,
+    *,
+    embed_init: _cells.Initializer = jax.nn.initializers.normal(1.0),
+    param_dtype=jnp.float32,
+) -> Layer:
+    """A lookup table from integer tokens to vectors: ``ys[t] = E[xs[t]]``.
+
+    The input is ONE sequence of integer tokens ``[T]`` (or one token ``[]``,
+    giving one vector ``[F]``), each in ``[0, vocab_size)``; the output is
+    ``[T, F]``, the same as the product of the tokens' one-hot vectors with
+    ``E`` (Keras' ``Embedding``, ``torch.nn.Embedding``). In :func:`serial` it
+    goes first, and the model's input size is the vocabulary's::
+
+        model = serial(embedding(V, 32), recurrent(lstm(128)), dense(V))
+        params = model.init(key, V)
+        logits = jax.vmap(model.apply, in_axes=(None, 0))(params, tokens)   # tokens: [B, T] integers
+
+    Tokens are checked where they are concrete: a float token is a
+    TypeError, and one outside ``[0, vocab_size)`` within ``length`` a
+    ValueError. Traced tokens (under ``jit`` or ``vmap``) cannot be read:
+    they are clamped to ``[0, vocab_size - 1]``, so an out-of-range token
+    reads the first or the last row, never a NaN. The layer's ``tokens``
+    field (and that of a :func:`serial` model it begins) is ``vocab_size``,
+    by which :func:`scanrnn.train.fit` and :func:`scanrnn.train.evaluate`
+    check every batch on the host with :func:`check_tokens` before it enters
+    the compiled step. With
+    ``length``, the outputs past it are zeros, as the recurrent layers give.
+    No state (the carry is ``()``); ``key`` is ignored. The gradient with
+    respect to ``E`` adds the output's cotangent into the row of every
+    token read.
+
+    Params (:class:`EmbeddingParams`): ``table [V, F]``, drawn by
+    ``embed_init`` (default: normal with standard deviation 1, as
+    ``torch.nn.Embedding``).
+    """
+    vocab_size = _checks.positive_int("vocab_size", vocab_size)
+    features = _checks.positive_int("features", features)
+    param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
+    table = _cells.param_init(embed_init, param_dtype)
+
+    def init(key, input_size):
+        _checks.prng_key("key", key)
+        if _checks.positive_int("input_size", input_size) != vocab_size:
+            raise ValueError(
+                f"embedding: the input size of a token sequence is the vocabulary size {vocab_size}, "
+                f"got input_size={input_size}"
+            )
+        return EmbeddingParams(table(key, (vocab_size, features)))
+
+    def apply(params, xs, length=None, *, key=None, carry=None):
+        _checks.prng_key("key", key, allow_none=True)
+        if not isinstance(params, EmbeddingParams):
+            raise _checks.InputTypeError(
+                f"embedding expects params of type EmbeddingParams, got {type(params).__name__}"
+            )
+        if jnp.shape(params.table) != (vocab_size, features):
+            raise ValueError(
+                f"embedding: params.table must have shape ({vocab_size}, {features}), got {jnp.shape(params.table)}"
+            )
+        xs = jnp.asarray(xs)
+        if xs.ndim == 0:
+            if length is not None:
+                raise ValueError("embedding: length applies to a token sequence [T], got one token")
+            token = _checks.token_range("embedding: tokens", _checks.tokens("embedding: tokens", xs[None]),
+                                        vocab_size)
+            return stateless_output("embedding", params.table[token[0]], carry)
+        tokens = _checks.tokens("embedding: tokens", xs)
+        length = check_length(length, tokens.shape[0])
+        ys = params.table[_checks.token_range("embedding: tokens", tokens, vocab_size, length)]
+        if length is not None:
+            ys = jnp.where(valid_steps(tokens.shape[0], length)[:, None], ys, jnp.zeros_like(ys))
+        return stateless_output("embedding", ys, carry)
+
+    return Layer(init, apply, _no_carry, tokens=vocab_size)
+
+
+def check_tokens(tokens, vocab_size: int, lengths=None) -> None:
+    """Check a batch of token sequences on the host: integers in ``[0, vocab_size)`` within their lengths.
+
+    For the input of an :func:`embedding` before it enters a compiled
+    step, where its tokens are traced and cannot be checked.
+
+    Args:
+      tokens: ``[B, T]`` integers (NumPy or a concrete JAX array).
+      vocab_size: ``V``.
+      lengths: ``None`` (every step counts) or ``[B]`` integers in ``[0, T]``.
+
+    Raises:
+      TypeError: float tokens. ValueError: a token out of range (its
+      position and value in the message), or lengths of the wrong shape.
+    """
+    vocab_size = _checks.positive_int("vocab_size", vocab_size)
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must have shape [B, T], got {tokens.shape}")
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise _checks.InputTypeError(f"tokens must be integers, got dtype {tokens.dtype}")
+    valid = np.ones(tokens.shape, bool)
+    if lengths is not None:
+        lengths = np.asarray(lengths)
+        if lengths.shape != tokens.shape[:1] or not np.issubdtype(lengths.dtype, np.integer):
+            raise ValueError(f"lengths must be {tokens.shape[:1]} integers, got {lengths.dtype} {lengths.shape}")
+        if lengths.size and (lengths.min() < 0 or lengths.max() > tokens.shape[1]):
+            raise ValueError(f"lengths must lie in [0, {tokens.shape[1]}], got {lengths.min()} to {lengths.max()}")
+        valid = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
+    bad = valid & ((tokens < 0) | (tokens >= vocab_size))
+    if bad.any():
+        b, t = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"tokens must lie in [0, {vocab_size}), got {int(tokens[b, t])} at example {b}, step {t} "
+            f"({int(bad.sum())} out of range)"
+        )
+
+
 def dropout(rate: float, *, broadcast_time: bool = False) -> Layer:
     """Inverted dropout between layers (Srivastava et al. 2014), identity without a key.
 
@@ -609,15 +733,18 @@ def serial(*layers: Layer) -> Layer:
     def init(key, input_size):
         key = _checks.prng_key("key", key)
         params = []
-        shape = (1, input_size)  # a one-step sequence, to read off each layer's output size
+        size = input_size  # each layer's input size, read off the one before on a one-step sequence
         for i, (layer, k) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
-            p = layer.init(k, shape[-1])
+            p = layer.init(k, size)
             params.append(p)
             if i == len(layers) - 1:
                 break  # the last layer's output size is not needed (its output may be a pytree)
-            leaves = [l for l in jax.tree.leaves(p) if jnp.issubdtype(l.dtype, jnp.floating)]
-            dtype = leaves[0].dtype if leaves else jnp.float32
-            shape = jax.eval_shape(layer.apply, p, jax.ShapeDtypeStruct(shape, dtype)).shape
+            if layer.tokens is not None:  # an embedding reads one token
+                one_step = jax.ShapeDtypeStruct((1,), jnp.int32)
+            else:
+                leaves = [l for l in jax.tree.leaves(p) if jnp.issubdtype(l.dtype, jnp.floating)]
+                one_step = jax.ShapeDtypeStruct((1, size), leaves[0].dtype if leaves else jnp.float32)
+            size = jax.eval_shape(layer.apply, p, one_step).shape[-1]
         return tuple(params)
 
     def check_params(params):
@@ -651,4 +778,4 @@ def serial(*layers: Layer) -> Layer:
                 finals.append(final)
         return xs if carry is None else (xs, tuple(finals))
 
-    return Layer(init, apply, initial_carry)
+    return Layer(init, apply, initial_carry, tokens=layers[0].tokens)

@@ -58,7 +58,7 @@ from jax.nn import initializers
 from . import _checks
 from . import cells as _cells
 from .kinds import Cell
-from .layers import DenseParams, Layer, dense, last_valid
+from .layers import DenseParams, EmbeddingParams, Layer, dense, embedding, last_valid
 from .train import softmax_cross_entropy
 from .unroll import valid_steps
 
@@ -454,8 +454,9 @@ def seq2seq(
         raise ValueError(f"attention must be an Attention or None, got {type(attention).__name__}")
     bridge = _checks.flag("bridge", bridge)
     param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
-    embed = _cells.param_init(embed_init, param_dtype)
     E, V = embed_size, tgt_vocab_size
+    src_embedding = embedding(src_vocab_size, E, embed_init=embed_init, param_dtype=param_dtype)
+    tgt_embedding = embedding(V, E, embed_init=embed_init, param_dtype=param_dtype)
 
     def memory_shape(encoder_params, dtype):
         shape = jax.eval_shape(encoder.apply, encoder_params, jax.ShapeDtypeStruct((1, E), dtype)).shape
@@ -472,10 +473,10 @@ def seq2seq(
 
     def init(key):
         keys = jax.random.split(_checks.prng_key("key", key), 8)
-        src_embed = embed(keys[0], (src_vocab_size, E))
+        src_embed = src_embedding.init(keys[0], src_vocab_size).table
         encoder_params = encoder.init(keys[1], E)
         M = memory_shape(encoder_params, param_dtype)
-        tgt_embed = embed(keys[2], (V, E))
+        tgt_embed = tgt_embedding.init(keys[2], V).table
         cell_params = cell.init(keys[3], E + M if attention is not None else E)
         x = jax.ShapeDtypeStruct((E + M if attention is not None else E,), param_dtype)
         _, y = jax.eval_shape(cell.apply, cell_params, jax.eval_shape(cell.initial_carry, cell_params), x)
@@ -513,7 +514,8 @@ def seq2seq(
                 "seq2seq(bridge=True) needs at least one source step (the bridge reads the first and the "
                 f"last valid memory steps), got src of shape {src.shape}"
             )
-        memory = encoder.apply(params.encoder, params.src_embed[src], length=src_length)  # [S, M]
+        embedded = src_embedding.apply(EmbeddingParams(params.src_embed), src)  # padding clamped by the check
+        memory = encoder.apply(params.encoder, embedded, length=src_length)  # [S, M]
         if jnp.ndim(memory) != 2 or jnp.shape(memory)[0] != src.shape[0]:
             raise ValueError(f"seq2seq: the encoder must give [S, M] = [{src.shape[0]}, M], got {jnp.shape(memory)}")
         if bridge:
@@ -539,7 +541,7 @@ def seq2seq(
                 f"seq2seq step: the token must be an integer scalar, got {token.dtype} of shape {token.shape}"
             )
         token = _checks.token_range("seq2seq step: the token", token, V)
-        e = params.tgt_embed[token]  # [E]
+        e = tgt_embedding.apply(EmbeddingParams(params.tgt_embed), token)  # [E]
         if attention is None:
             cell_carry, h = cell.apply(params.cell, carry.cell, e)
             return carry._replace(cell=cell_carry), DecoderOutput(params.out.w @ h + params.out.b, None)

@@ -45,7 +45,7 @@ import numpy as np
 import optax
 
 from . import _checks
-from .layers import Layer, last_valid
+from .layers import Layer, check_tokens, last_valid
 from .unroll import check_length, check_lengths, mask_padding, valid_steps
 
 Array = jax.Array
@@ -246,8 +246,12 @@ def _check_batch(batch) -> Batch:
     """The shape checks of a :class:`Batch` (run at trace time too)."""
     if not isinstance(batch, Batch):
         raise _checks.InputTypeError(f"expected a scanrnn.train.Batch(x, y, length), got {type(batch).__name__}")
-    if jnp.ndim(batch.x) != 3:
-        raise ValueError(f"batch.x must have shape [B, T, I], got {jnp.shape(batch.x)}")
+    tokens = jnp.issubdtype(jnp.result_type(batch.x), jnp.integer)
+    if jnp.ndim(batch.x) != (2 if tokens else 3):
+        raise ValueError(
+            f"batch.x must have shape [B, T, I] (or [B, T] integer tokens, for a model that begins with an "
+            f"embedding), got {jnp.shape(batch.x)} of dtype {jnp.result_type(batch.x)}"
+        )
     _checks.real_dtype("batch.x", batch.x)
     _checks.real_dtype("batch.y", batch.y)
     n = jnp.shape(batch.x)[0]
@@ -651,6 +655,8 @@ def _mean_over(eval_fn, params, data, n: int, batch_size: int) -> dict:
 
 
 def _check_data_targets(model, params, data, fns) -> None:
+    if model is not None and getattr(model, "tokens", None) is not None:  # a model that begins with an embedding
+        check_tokens(data.x, model.tokens, data.length)
     if model is not None and any(getattr(fn, "check_targets", None) for fn in fns):
         _check_targets(fns, _output_struct(model, params, data.x, data.length), data)
 
