@@ -143,7 +143,7 @@ def rg_lru(
     min_rad: float = 0.9,
     max_rad: float = 0.999,
     mode: str = "sequential",
-    chunk_size: int = 64,
+    chunk_size: int = 128,
     param_dtype=jnp.float32,
     compute_dtype=None,
 ) -> LinearCell:
@@ -258,7 +258,7 @@ def hawk(
     *,
     conv_width: int = 4,
     mode: str = "sequential",
-    chunk_size: int = 64,
+    chunk_size: int = 128,
     c: float = 8.0,
     param_dtype=jnp.float32,
     compute_dtype=None,

@@ -1,4 +1,4 @@
-"""PyTorch interop: a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` as a scanrnn model.
+"""PyTorch interop: a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` as a scanrnn model, and back.
 
 :func:`from_torch` converts a PyTorch recurrent module into a ``(model,
 params)`` pair of ordinary scanrnn objects: ``model`` is a
@@ -10,8 +10,11 @@ thin adapter on top of that model for code written against the module's own
 ``forward``: batches in torch's layouts, ``h_0``/``h_n`` stacked over layers
 and directions.
 
-PyTorch is imported only when :func:`from_torch` or :func:`torch_forward`
-is called; importing this module does not import it.
+:func:`to_torch` goes the other way: a scanrnn model of such layers becomes
+the ``torch.nn`` module that computes the same outputs.
+
+PyTorch is imported only when one of these functions is called; importing
+this module does not import it.
 
 Layouts of :func:`torch_forward`
 --------------------------------
@@ -71,12 +74,13 @@ import warnings
 import jax
 import jax.numpy as jnp
 
+from . import _checks
 from . import cells as _cells
 from .kinds import Cell
 from .layers import Layer, bidirectional, recurrent, serial
 from .unroll import check_length, check_lengths
 
-__all__ = ["from_torch", "torch_forward"]
+__all__ = ["from_torch", "to_torch", "torch_forward"]
 
 ACCEPTED = "torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU"
 
@@ -319,3 +323,142 @@ def torch_forward(module, *, execution=None):
         return output, final.h
 
     return forward
+
+
+_TORCH_KINDS = {_cells.RNNParams: "RNN", _cells.LSTMParams: "LSTM", _cells.GRUParams: "GRU"}
+
+
+def _torch_layout(params):
+    """``(kind, num_layers, input_size, hidden_size, directions, dtype)`` of the params of a stack of layers.
+
+    A ValueError, naming the layer, for anything :func:`to_torch` cannot build.
+    """
+    if type(params) not in (tuple, list) or not params:
+        raise ValueError(
+            "to_torch expects the params of a serial model, a tuple with one entry per layer, "
+            f"got {type(params).__name__}"
+        )
+    kinds = {}
+    for k, p in enumerate(params):
+        if type(p) not in _TORCH_KINDS:
+            hint = " (a layer with learn_initial_carry=True: torch's modules start from zeros or a given h_0)" \
+                if type(p).__name__ == "RecurrentParams" else ""
+            raise ValueError(
+                f"to_torch converts stacks of recurrent or bidirectional simple_rnn, lstm (no peepholes) and gru "
+                f"layers; layer {k} has params of type {type(p).__name__}{hint}"
+            )
+        kinds[k] = _TORCH_KINDS[type(p)]
+    if len(set(kinds.values())) != 1:
+        raise ValueError(f"to_torch: every layer must be of one kind (torch has one per module), got {kinds}")
+    first = params[0]
+    directions = 2 if jnp.ndim(first.w_ih) == 3 else 1
+    hidden = int(jnp.shape(first.w_hh)[-1])
+    dtype = jnp.result_type(first.w_ih)
+    for k, p in enumerate(params):
+        expected_in = int(jnp.shape(first.w_ih)[-1]) if k == 0 else directions * hidden
+        lead = (2,) if directions == 2 else ()
+        gates = {"RNN": 1, "LSTM": 4, "GRU": 3}[kinds[0]]
+        shapes = {"w_ih": lead + (gates * hidden, expected_in), "w_hh": lead + (gates * hidden, hidden)}
+        for field, shape in shapes.items():
+            if jnp.shape(getattr(p, field)) != shape:
+                raise ValueError(
+                    f"to_torch: layer {k}'s {field} must have shape {shape} (every layer of one module has the "
+                    f"same hidden size and directions), got {jnp.shape(getattr(p, field))}"
+                )
+        for field in p._fields:
+            if jnp.result_type(getattr(p, field)) != dtype:
+                raise ValueError(f"to_torch: every param must have the dtype {dtype}; layer {k}'s {field} does not")
+    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise ValueError(f"to_torch: params must be float32 or float64, got {dtype}")
+    return kinds[0], len(params), int(jnp.shape(first.w_ih)[-1]), hidden, directions, dtype
+
+
+def _build_torch(kind, num_layers, input_size, hidden, directions, dtype, params, batch_first, nonlinearity):
+    import numpy as np
+    import torch
+
+    torch_dtype = torch.float64 if dtype == jnp.dtype(jnp.float64) else torch.float32
+    options = dict(num_layers=num_layers, bidirectional=directions == 2, batch_first=batch_first, dtype=torch_dtype)
+    if kind == "RNN":
+        module = torch.nn.RNN(input_size, hidden, nonlinearity=nonlinearity, **options)
+    else:
+        module = getattr(torch.nn, kind)(input_size, hidden, **options)
+    tensor = lambda a: torch.from_numpy(np.array(a, dtype=np.float64 if torch_dtype == torch.float64 else np.float32))  # noqa: E731
+    with torch.no_grad():
+        for k, p in enumerate(params):
+            for d, suffix in enumerate(["", "_reverse"][:directions]):
+                one = jax.tree.map(lambda a: a[d], p) if directions == 2 else p
+                getattr(module, f"weight_ih_l{k}{suffix}").copy_(tensor(one.w_ih))
+                getattr(module, f"weight_hh_l{k}{suffix}").copy_(tensor(one.w_hh))
+                if kind == "GRU":
+                    b_ih, b_hh = one.b_ih, one.b_hh
+                else:  # one bias in scanrnn: torch's input bias takes it, its recurrent bias is zero
+                    b_ih, b_hh = one.b, jnp.zeros_like(one.b)
+                getattr(module, f"bias_ih_l{k}{suffix}").copy_(tensor(b_ih))
+                getattr(module, f"bias_hh_l{k}{suffix}").copy_(tensor(b_hh))
+    return module.eval()
+
+
+def to_torch(model: Layer, params, *, batch_first: bool = False, check: bool = True):
+    """A ``torch.nn.RNN``, ``LSTM`` or ``GRU`` (eval mode) computing what ``model`` computes with ``params``.
+
+    The inverse of :func:`from_torch`, for a :func:`scanrnn.serial` stack of
+    :func:`scanrnn.recurrent` or :func:`scanrnn.bidirectional` layers (all
+    one way or all both ways, one hidden size) of one kind of cell:
+    :func:`scanrnn.simple_rnn` (``tanh`` or ``relu``), :func:`scanrnn.lstm`
+    without peepholes, or :func:`scanrnn.gru` in its ``reset_after=True``
+    form (torch's), each layer returning its sequence, as
+    :func:`from_torch` produces them. Weights are copied unchanged (the
+    module docstring's table); scanrnn's one bias of the RNN and LSTM goes to
+    ``bias_ih``, with ``bias_hh`` zero. So ``from_torch(to_torch(model,
+    params))`` gives back ``params`` exactly, and a module through
+    ``from_torch`` and back keeps its weights and the sums of its biases.
+
+    The params say the kind, sizes and directions; what they cannot say (the
+    simple RNN's activation, the GRU's form, what else the model does) is
+    checked by running both on one random sequence (``check=True``): the
+    activation whose outputs match is kept, and outputs that match under
+    neither raise a ValueError. ``batch_first`` is the module's.
+
+    Raises:
+      ValueError: params of another structure (a dense layer, peepholes,
+      layer normalisation, ``learn_initial_carry``, layers of different
+      kinds, sizes or directions), or a model whose outputs the module does
+      not reproduce.
+    """
+    import numpy as np
+    import torch
+
+    _checks.layer("to_torch: model", model)
+    kind, num_layers, input_size, hidden, directions, dtype = _torch_layout(params)
+    candidates = ["tanh", "relu"] if kind == "RNN" else [None]
+    if not check:
+        return _build_torch(kind, num_layers, input_size, hidden, directions, dtype, params, batch_first,
+                            candidates[0])
+    probe = np.random.default_rng(0).normal(size=(5, input_size)).astype(np.dtype(dtype.name))
+    want = np.asarray(model.apply(params, jnp.asarray(probe)))
+    tolerance = 1e-4 if dtype == jnp.dtype(jnp.float32) else 1e-10
+    gaps = {}
+    for nonlinearity in candidates:
+        module = _build_torch(kind, num_layers, input_size, hidden, directions, dtype, params, batch_first,
+                              nonlinearity)
+        with torch.no_grad():
+            x = torch.from_numpy(probe)[None] if batch_first else torch.from_numpy(probe)[:, None]
+            got = module(x)[0].numpy()
+        got = got[0] if batch_first else got[:, 0]
+        if got.shape != want.shape:
+            raise ValueError(
+                f"to_torch: the model gives outputs of shape {want.shape} for a sequence of 5 steps, the torch "
+                f"module {got.shape}; every layer must return its sequence"
+            )
+        gaps[nonlinearity] = float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))
+        if gaps[nonlinearity] <= tolerance:
+            return module
+    what = {"RNN": "simple_rnn with tanh or relu", "LSTM": "lstm without peepholes",
+            "GRU": "gru(reset_after=True)"}[kind]
+    raise ValueError(
+        f"to_torch: the torch.nn.{kind} built from these params does not reproduce the model (largest relative "
+        f"difference {min(gaps.values()):.2e} on a probe sequence); it converts {what} layers, as from_torch "
+        "gives them"
+    )
+

@@ -181,9 +181,11 @@ class LinearCell(NamedTuple):
         outputs of all steps). The three give the same numbers to rounding:
 
         - ``"sequential"``: a :func:`jax.lax.scan` of ``T`` steps of
-          ``h = a * h + b`` (:func:`scanrnn.linear_scans.sequential_scan`);
-          with ``Execution(remat="step")`` or ``"sqrt"``, a scan of the
-          whole step (projection, recurrence and output) instead;
+          ``h = a * h + b`` (:func:`scanrnn.linear_scans.sequential_scan`).
+          A state larger than the projection of one step (the selective
+          SSM's ``[N, D]``), and ``Execution(remat="step")`` or ``"sqrt"``,
+          scan the whole step instead (projection, recurrence and output),
+          which never holds the coefficients of all steps;
         - ``"associative"``: :func:`jax.lax.associative_scan` over time
           (Blelloch 1990), ``O(log T)`` sequential depth and
           ``O(T log T)`` work;
@@ -206,7 +208,7 @@ class LinearCell(NamedTuple):
     output: Optional[Callable] = None
     log_coefficients: Optional[Callable] = None
     mode: str = "sequential"
-    chunk_size: int = 64
+    chunk_size: int = 128  # the fastest of 32-256 for the LRU at T = 16,384 on a CPU (BENCHMARKS.md)
 
     def apply(self, params, carry, x):
         """One step of one example: ``h = a * carry.h + b`` for ``(a, b) = coefficients(project(x))``, and its output."""

@@ -148,7 +148,7 @@ def selective_ssm(
     dt_max: float = 0.1,
     dt_init_floor: float = 1e-4,
     mode: str = "sequential",
-    chunk_size: int = 64,
+    chunk_size: int = 128,
     param_dtype=jnp.float32,
     compute_dtype=None,
 ) -> LinearCell:
@@ -302,7 +302,7 @@ def mamba(
     expand: int = 2,
     dt_rank=None,
     mode: str = "sequential",
-    chunk_size: int = 64,
+    chunk_size: int = 128,
     param_dtype=jnp.float32,
     compute_dtype=None,
     execution: Optional[Execution] = None,

@@ -214,7 +214,7 @@ def lru(
     r_max: float = 1.0,
     max_phase: float = 6.28,
     mode: str = "sequential",
-    chunk_size: int = 64,
+    chunk_size: int = 128,
     param_dtype=jnp.float32,
     compute_dtype=None,
 ) -> LinearCell:
@@ -354,7 +354,7 @@ def s5(
     conj_sym: bool = True,
     clip_eigs: bool = True,
     mode: str = "sequential",
-    chunk_size: int = 64,
+    chunk_size: int = 128,
     param_dtype=jnp.float32,
     compute_dtype=None,
 ) -> LinearCell:

@@ -251,6 +251,32 @@ def _check_recurrent_dropout(cell) -> None:
         )
 
 
+def _reals(tree) -> int:
+    """The number of real scalars in a pytree of arrays or shapes (a complex one counts two)."""
+    return sum(math.prod(leaf.shape) * (2 if jnp.issubdtype(leaf.dtype, jnp.complexfloating) else 1)
+               for leaf in jax.tree.leaves(tree))
+
+
+def _whole_sequence(cell: LinearCell, params, carry, xs, execution: Execution) -> bool:
+    """Whether a LinearCell runs through :func:`scanrnn.linear_scans.evaluate` rather than a scan of its step.
+
+    The associative and chunked modes always do. The sequential mode does
+    when its state is no larger than its projection of one step: the
+    coefficients of all steps, ``[T, *state]``, are then no larger than the
+    projections, and the products before and after the recurrence run over
+    all steps at once. A state larger than its projection (the selective
+    SSM's ``[N, D]`` from a projection of ``2 D + 2 N``) is scanned step by
+    step, which never holds ``T`` of them; so is every step under
+    ``remat="step"`` or ``"sqrt"``, which asks for the step to be recomputed.
+    """
+    if cell.mode != "sequential":
+        return True
+    if execution.remat != "none":
+        return False
+    projection = jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
+    return _reals(carry.h) <= _reals(projection)
+
+
 def _unroll_sequence(cell, params, xs, carry, length, reverse, execution: Execution, reg):
     """:func:`unroll` after its checks, with ``reg = (input_mask, recurrent_mask, keep, rates)``.
 
@@ -272,9 +298,8 @@ def _unroll_sequence(cell, params, xs, carry, length, reverse, execution: Execut
         cudnn.check_params(params)
         return cudnn.lstm_sequence(params, xs, carry, length, reverse=reverse)
 
-    if isinstance(cell, LinearCell) and (cell.mode != "sequential" or execution.remat == "none"):
+    if isinstance(cell, LinearCell) and _whole_sequence(cell, params, carry, xs, execution):
         # The whole sequence at once; reversal is a flip of the valid part.
-        # (remat="step" or "sqrt" scans the step instead, recomputing it.)
         n = length if length is not None else jnp.asarray(num_steps)
         if reverse:
             xs, keep = jax.tree.map(lambda a: flip_valid(a, n), (xs, keep))
