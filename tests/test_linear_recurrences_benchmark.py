@@ -135,3 +135,27 @@ def test_defaults_and_quick_settings(bench):
         bench.parse_args(["--sweep-cell", "nope"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--lengths", "0"])
+
+
+PROFILE = ROOT / "experiments" / "benchmarks" / "lru_profile.py"
+
+
+@pytest.mark.slow
+def test_lru_profile_quick_run_checks_the_plain_lru_and_reports_every_piece(tmp_path):
+    """lru_profile.py --quick, in this process: the plain-JAX LRU equals scanrnn's, every row timed and counted."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(PROFILE.parent))
+        profile = load_script(PROFILE, "benchmarks_lru_profile")
+        assert profile.main(["--quick", "--length", "16", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["shapes"] == {"B": 2, "T": 16, "H": 8, "N": 8}
+    assert report["check_rel_diff"] <= 1e-4
+    names = list(report["cases"])
+    assert names[0] == "lru (scanrnn, sequential)" and names[1].startswith("lstm(")
+    assert {"lru, plain JAX", "lru, no recurrence", "products only", "recurrence, lax.scan of real pairs"} <= set(names)
+    for name, case in report["cases"].items():
+        assert case["median_ms"] > 0 and case["flops"] > 0 and np.isfinite(case["loss"]), name
+    # The three recurrence-only rows compute the same loss by different scans.
+    losses = [report["cases"][n]["loss"] for n in names if n.startswith("recurrence")]
+    np.testing.assert_allclose(losses, losses[0], rtol=1e-5)
+    assert "| step | ms (median) |" in (tmp_path / "results.md").read_text()

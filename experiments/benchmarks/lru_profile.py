@@ -66,7 +66,7 @@ def lru_pieces(params, x):
 
 def read_out(params, h, x):
     """``Re(C h) + D x`` as one product of ``[Re h, -Im h]``."""
-    return jnp.concatenate([jnp.real(h), -jnp.imag(h)], axis=-1) @ params.c.T + params.d * x
+    return jnp.concatenate([jnp.real(h), -jnp.imag(h)], axis=-1) @ params.c.T + params.d[None, :] * x
 
 
 def real_pairs_scan(lam, b):
@@ -141,7 +141,7 @@ def _plain(params, x, recurrence: bool, dense):
     lru, dense_params = params
     bx, lam, gamma = lru_pieces(lru, x)
     n = lam.shape[0]
-    b = jax.lax.complex(gamma * bx[:, :n], gamma * bx[:, n:])
+    b = jax.lax.complex(gamma[None, :] * bx[:, :n], gamma[None, :] * bx[:, n:])
     h = sequential_scan(jnp.zeros((n,), b.dtype), jnp.broadcast_to(lam, b.shape), b) if recurrence else b
     return dense.apply(dense_params, read_out(lru, h, x))
 
