@@ -160,6 +160,7 @@ def test_unroll_is_the_loop_of_apply(case):
     assert_close(got, loop(cell, params, xs, carry, length=4, reverse=True), rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["user-gated", "user-linear-associative"])
 def test_user_cells_gradients_equal_the_loop(name):
     """A cell written outside the library: the gradients of the fast paths equal those of the loop of apply."""

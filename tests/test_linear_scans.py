@@ -31,7 +31,7 @@ def coefficients(shape, dtype, seed=0):
 
 
 @pytest.mark.parametrize("dtype", [F64, C128], ids=["real", "complex"])
-@pytest.mark.parametrize("chunk_size", [1, 3, 5, 12, 50])
+@pytest.mark.parametrize("chunk_size", [pytest.param(1, marks=pytest.mark.slow), 3, 5, 12, 50])
 def test_chunked_scan_equals_the_loop(dtype, chunk_size):
     """Chunks that divide T, that don't, of one step, of all steps and longer than T; a [2, 3] state."""
     a, b, h0 = coefficients((12, 2, 3), dtype)
@@ -40,6 +40,7 @@ def test_chunked_scan_equals_the_loop(dtype, chunk_size):
     np.testing.assert_allclose(sequential_scan(h0, a, b, unroll=chunk_size), loop(h0, a, b), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [F64, C128], ids=["real", "complex"])
 def test_the_scans_derivatives_equal_those_of_a_plain_scan(dtype):
     """sequential_scan and chunked_scan give their derivative as a recurrence; autodiff of lax.scan is the reference."""

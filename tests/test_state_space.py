@@ -143,6 +143,7 @@ def test_every_mode_matches_the_numpy_equations(name):
                 close(final.h[b], want_h, rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_apply_is_step_of_project_and_a_loop_of_apply_is_unroll():
     cell = make("lru")
     params = params_for("lru")

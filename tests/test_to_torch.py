@@ -13,6 +13,7 @@ import scanrnn as sr  # noqa: E402
 from scanrnn.interop import from_torch, to_torch  # noqa: E402
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.slow  # every test here takes 2-7 s (a torch module and a compiled model per case)
 
 I, H, T = 4, 5, 6
 CELLS = {
