@@ -77,7 +77,12 @@ class Layer(NamedTuple):
       evaluation; a layer without randomness ignores a key. A layer without
       state takes ``carry=()`` and returns ``(ys, ())``;
     - ``initial_carry(params) -> carry``, the state one sequence starts
-      from (``()`` for a layer without state).
+      from (``()`` for a layer without state);
+    - ``tokens``: ``None``, or for a layer that reads integer tokens
+      (:func:`embedding`, and a :func:`serial` model that begins with one)
+      the vocabulary size ``V``: its input is ``[T]`` tokens in ``[0, V)``,
+      ``init(key, V)`` sets it up, and :func:`scanrnn.train.fit` checks the
+      tokens of every batch on the host.
     """
 
     init: Callable
