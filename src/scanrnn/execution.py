@@ -40,7 +40,9 @@ class Execution(NamedTuple):
         gradients are one matrix product over all steps and examples, and
         raises a ``ValueError`` for other kinds of cell. It gives
         first-order reverse-mode gradients only.
-      hoist: for a :class:`scanrnn.GatedCell` or :class:`scanrnn.LinearCell`,
+      hoist: for a :class:`scanrnn.GatedCell`, or a
+        :class:`scanrnn.LinearCell` whose step is scanned (see its ``mode``;
+        otherwise the projections of all steps are always computed first),
         ``True`` computes the input projection of all steps as one matrix
         product before the scan; ``False`` projects each step's input inside
         it.
