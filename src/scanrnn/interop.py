@@ -418,7 +418,9 @@ def to_torch(model: Layer, params, *, batch_first: bool = False, check: bool = T
     simple RNN's activation, the GRU's form, what else the model does) is
     checked by running both on one random sequence (``check=True``): the
     activation whose outputs match is kept, and outputs that match under
-    neither raise a ValueError. ``batch_first`` is the module's.
+    neither raise a ValueError. ``check=False`` builds the module without
+    running anything (a simple RNN then gets ``tanh``). ``batch_first`` is
+    the module's.
 
     Raises:
       ValueError: params of another structure (a dense layer, peepholes,

@@ -623,8 +623,9 @@ def check_tokens(tokens, vocab_size: int, lengths=None) -> None:
       lengths: ``None`` (every step counts) or ``[B]`` integers in ``[0, T]``.
 
     Raises:
-      TypeError: float tokens. ValueError: a token out of range (its
-      position and value in the message), or lengths of the wrong shape.
+      TypeError: float tokens or lengths. ValueError: a token out of range
+      (its position and value in the message), or lengths of the wrong
+      shape or out of ``[0, T]``.
     """
     vocab_size = _checks.positive_int("vocab_size", vocab_size)
     tokens = np.asarray(tokens)
@@ -634,11 +635,7 @@ def check_tokens(tokens, vocab_size: int, lengths=None) -> None:
         raise _checks.InputTypeError(f"tokens must be integers, got dtype {tokens.dtype}")
     valid = np.ones(tokens.shape, bool)
     if lengths is not None:
-        lengths = np.asarray(lengths)
-        if lengths.shape != tokens.shape[:1] or not np.issubdtype(lengths.dtype, np.integer):
-            raise ValueError(f"lengths must be {tokens.shape[:1]} integers, got {lengths.dtype} {lengths.shape}")
-        if lengths.size and (lengths.min() < 0 or lengths.max() > tokens.shape[1]):
-            raise ValueError(f"lengths must lie in [0, {tokens.shape[1]}], got {lengths.min()} to {lengths.max()}")
+        lengths = np.asarray(_checks.lengths("lengths", np.asarray(lengths), *tokens.shape))
         valid = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
     bad = valid & ((tokens < 0) | (tokens >= vocab_size))
     if bad.any():
