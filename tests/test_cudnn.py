@@ -178,6 +178,7 @@ def test_bidirectional_final_carries_and_input_dropout(on_reference):
     assert on_reference == [(1, T, I), (1, T, I)]
 
 
+@pytest.mark.slow
 def test_from_torch_style_model_takes_the_execution(on_reference):
     torch = pytest.importorskip("torch")
     from scanrnn.interop import from_torch

@@ -361,6 +361,7 @@ def test_fit_trains_a_ctc_model_with_a_batch_objective(key):
     assert history["valid_loss"][-1] < 0.5 * before
 
 
+@pytest.mark.slow
 def test_a_second_fit_reuses_the_compiled_programs():
     """Continuing a run with the same model, loss and optimizer compiles nothing again."""
     from scanrnn.train import _fit_programs

@@ -159,6 +159,7 @@ def load_study():
         return load_script(SCRIPT, "long_memory")
 
 
+@pytest.mark.slow
 def test_loss_and_metrics_count_only_the_scored_steps():
     study = load_study()
     # Two sequences of 3 steps, 3 classes: the scored steps are the last two of the first, the last of the second.

@@ -236,6 +236,7 @@ def test_decoder_step_matches_numpy():
     np.testing.assert_array_equal(new.memory, memory)
 
 
+@pytest.mark.slow
 def test_loss_is_masked_cross_entropy_and_padding_changes_nothing():
     model, params = make_model("additive")
     fn = compiled("additive")

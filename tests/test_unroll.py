@@ -284,6 +284,7 @@ def test_user_cell_takes_generic_path_and_matches_loop():
         assert_close(got[1][b, : int(lengths[b])], want_ys)
 
 
+@pytest.mark.slow
 def test_user_cell_with_pytree_carry_and_output():
     cell = counting_cell(H)
     params = cell.init(jax.random.key(0), I)
