@@ -4,10 +4,12 @@ and carries, user-written cells, and a jaxpr walker."""
 from __future__ import annotations
 
 import importlib.util
+import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import scanrnn
 from scanrnn import Cell
@@ -255,8 +257,15 @@ def masked_loop(cell, params, xs, n, reverse=False, carry=None):
 
 
 def load_script(path, name: str):
-    """The experiment or benchmark script at ``path``, imported as module ``name`` (its ``main`` not run)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """The experiment or benchmark script at ``path``, imported as module ``name`` (its ``main`` not run).
+
+    Its folder is first on ``sys.path`` while it is imported, as ``python
+    <path>`` has it, so that its imports of its neighbours resolve; the path
+    is restored afterwards.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(pathlib.Path(path).resolve().parent))
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     return module

@@ -13,9 +13,7 @@ SCRIPT = ROOT / "experiments" / "benchmarks" / "backward.py"
 
 def load_backward():
     """The script, imported as ``python experiments/benchmarks/backward.py`` runs it: its folder on sys.path."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(SCRIPT.parent))
-        return load_script(SCRIPT, "benchmarks_backward")
+    return load_script(SCRIPT, "benchmarks_backward")
 
 
 @pytest.mark.slow

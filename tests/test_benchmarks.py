@@ -164,9 +164,7 @@ def test_flax_mapping_matches_torch(cell):
 
 def load_benchmark(name):
     """experiments/benchmarks/<name>.py, imported as ``python experiments/benchmarks/<name>.py`` runs it."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCHMARKS))
-        return load_script(BENCHMARKS / f"{name}.py", f"benchmarks_{name}")
+    return load_script(BENCHMARKS / f"{name}.py", f"benchmarks_{name}")
 
 
 memory = load_benchmark("memory")

@@ -45,9 +45,7 @@ def test_quick_run_writes_its_table_plots_and_results(tmp_path):
 
 def load_gradient_flow():
     """The script, imported as ``python experiments/gradient_flow.py`` runs it: its folder on sys.path."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(SCRIPT.parent))
-        return load_script(SCRIPT, "gradient_flow")
+    return load_script(SCRIPT, "gradient_flow")
 
 
 def test_unknown_model_and_uneven_budget_are_rejected(capsys):

@@ -19,9 +19,7 @@ SCRIPT = ROOT / "experiments" / "benchmarks" / "linear_recurrences.py"
 @pytest.fixture(scope="module")
 def bench():
     """The script, imported as ``python experiments/benchmarks/linear_recurrences.py`` runs it."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(SCRIPT.parent))
-        return load_script(SCRIPT, "benchmarks_linear_recurrences")
+    return load_script(SCRIPT, "benchmarks_linear_recurrences")
 
 
 @pytest.mark.slow
@@ -143,10 +141,8 @@ PROFILE = ROOT / "experiments" / "benchmarks" / "lru_profile.py"
 @pytest.mark.slow
 def test_lru_profile_quick_run_checks_the_plain_lru_and_reports_every_piece(tmp_path):
     """lru_profile.py --quick, in this process: the plain-JAX LRU equals scanrnn's, every row timed and counted."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(PROFILE.parent))
-        profile = load_script(PROFILE, "benchmarks_lru_profile")
-        assert profile.main(["--quick", "--length", "16", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    profile = load_script(PROFILE, "benchmarks_lru_profile")
+    assert profile.main(["--quick", "--length", "16", "--repeats", "1", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["shapes"] == {"B": 2, "T": 16, "H": 8, "N": 8}
     assert report["check_rel_diff"] <= 1e-4

@@ -13,9 +13,7 @@ SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "bench
 @pytest.mark.slow
 @pytest.mark.usefixtures("standard_dtype_promotion")
 def test_quick_run_times_every_variant(tmp_path):
-    with pytest.MonkeyPatch.context() as patch:  # imported as `python experiments/benchmarks/long_runs.py` runs it
-        patch.syspath_prepend(str(SCRIPT.parent))
-        module = load_script(SCRIPT, "benchmarks_long_runs")
+    module = load_script(SCRIPT, "benchmarks_long_runs")
     assert module.main(["--quick", "--tasks", "binary-sum", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())["results"]["binary-sum"]
     assert set(results["step_seconds"]) == {"plain step", "fit's guarded step"}

@@ -154,9 +154,7 @@ def test_bad_arguments_raise_naming_the_value(call, match):
 
 def load_study():
     """The script, imported as ``python experiments/long_memory.py`` runs it: its folder on sys.path."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(SCRIPT.parent))
-        return load_script(SCRIPT, "long_memory")
+    return load_script(SCRIPT, "long_memory")
 
 
 @pytest.mark.slow

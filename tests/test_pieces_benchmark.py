@@ -16,9 +16,7 @@ SCRIPT = ROOT / "experiments" / "benchmarks" / "pieces.py"
 @pytest.fixture(scope="module")
 def pieces():
     """The script, imported as ``python experiments/benchmarks/pieces.py`` runs it: its folder on sys.path."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(SCRIPT.parent))
-        return load_script(SCRIPT, "benchmarks_pieces")
+    return load_script(SCRIPT, "benchmarks_pieces")
 
 
 def test_the_check_between_programs_is_live(pieces):
