@@ -279,6 +279,17 @@ def test_serial_init_threads_sizes_and_length():
     assert_close(ys[:2], model.apply(params, xs[:2]), rtol=1e-6, atol=1e-6)
 
 
+def test_serial_parts_are_its_layers_and_compose_to_it():
+    first, second = recurrent(scanrnn.simple_rnn(H)), dense(2)
+    model = serial(first, second)
+    assert model.parts == (first, second)
+    assert first.parts == () and second.parts == ()
+    params = model.init(jax.random.key(0), I)
+    xs = normal((T, I), seed=1, dtype=jnp.float32)
+    by_parts = second.apply(params[1], first.apply(params[0], xs))
+    np.testing.assert_array_equal(model.apply(params, xs), by_parts)
+
+
 # --------------------------------------------------------------------------
 # User-written cells in layers.
 

@@ -82,13 +82,17 @@ class Layer(NamedTuple):
       (:func:`embedding`, and a :func:`serial` model that begins with one)
       the vocabulary size ``V``: its input is ``[T]`` tokens in ``[0, V)``,
       ``init(key, V)`` sets it up, and :func:`scanrnn.train.fit` checks the
-      tokens of every batch on the host.
+      tokens of every batch on the host;
+    - ``parts``: for a :func:`serial` model, the layers it composes, in
+      order (what converters such as :func:`scanrnn.interop.to_keras` walk
+      layer by layer); ``()`` for any other layer.
     """
 
     init: Callable
     apply: Callable
     initial_carry: Callable
     tokens: Optional[int] = None  # V: apply reads integer tokens [T] in [0, V) (an embedding first); else None
+    parts: tuple = ()  # serial: its layers, in order
 
 
 class DenseParams(NamedTuple):
@@ -780,4 +784,4 @@ def serial(*layers: Layer) -> Layer:
                 finals.append(final)
         return xs if carry is None else (xs, tuple(finals))
 
-    return Layer(init, apply, initial_carry, tokens=layers[0].tokens)
+    return Layer(init, apply, initial_carry, tokens=layers[0].tokens, parts=tuple(layers))
