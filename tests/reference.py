@@ -44,9 +44,12 @@ def simple_rnn(p, h, x, activation="tanh"):
     return h_new, h_new
 
 
-def lstm(p, h, c, x, peephole=False):
-    """LSTM, gates (i, f, g, o); peepholes: i, f see c[t-1], o sees c[t]. Returns (h', c', y)."""
-    H = h.shape[0]
+def lstm(p, h, c, x, peephole=False, proj_size=None):
+    """LSTM, gates (i, f, g, o); peepholes: i, f see c[t-1], o sees c[t]. Returns (h', c', y).
+
+    With ``proj_size`` (params with ``w_hr [P, H]``), h' = W_hr (o * tanh(c')) and ``h`` is ``[P]``.
+    """
+    H = c.shape[0]
     W, U, b = p["w_ih"], p["w_hh"], p["b"]
 
     def pre(k):  # pre-activation of gate number k
@@ -63,6 +66,8 @@ def lstm(p, h, c, x, peephole=False):
         a_o = a_o + p["w_co"] * c_new
     o = sigmoid(a_o)
     h_new = o * np.tanh(c_new)
+    if proj_size is not None:
+        h_new = p["w_hr"] @ h_new
     return h_new, c_new, h_new
 
 

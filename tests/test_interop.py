@@ -1,6 +1,7 @@
 """scanrnn.interop.from_torch against torch.nn.RNN / LSTM / GRU themselves."""
 
 import functools
+import re
 import subprocess
 import sys
 
@@ -17,8 +18,11 @@ import scanrnn  # noqa: E402
 from scanrnn.interop import from_torch, torch_forward  # noqa: E402
 
 torch.set_num_threads(1)
+# torch runs a projected LSTM without oneDNN, and says so once per call.
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 
 B, T, I, H = 3, 7, 5, 6
+P = 4  # proj_size of the projected LSTM
 LENGTHS = [7, 3, 5]  # unsorted, as enforce_sorted=False allows; one of them is T
 ATOL = 1e-5
 
@@ -26,6 +30,7 @@ KINDS = {
     "rnn_tanh": (torch.nn.RNN, {"nonlinearity": "tanh"}),
     "rnn_relu": (torch.nn.RNN, {"nonlinearity": "relu"}),
     "lstm": (torch.nn.LSTM, {}),
+    "lstm_proj": (torch.nn.LSTM, {"proj_size": P}),
     "gru": (torch.nn.GRU, {}),
 }
 CELLS = {
@@ -61,10 +66,11 @@ def make_inputs(module, seed=0, batched=True):
         shape = (B, T, I) if module.batch_first else (T, B, I)
     x = rng.standard_normal(shape).astype(np.float32)
     D = 2 if module.bidirectional else 1
-    state = (module.num_layers * D, B, H) if batched else (module.num_layers * D, H)
-    h0 = (0.5 * rng.standard_normal(state)).astype(np.float32)
+    lead = (module.num_layers * D, B) if batched else (module.num_layers * D,)
+    h_size = getattr(module, "proj_size", 0) or H
+    h0 = (0.5 * rng.standard_normal(lead + (h_size,))).astype(np.float32)
     if isinstance(module, torch.nn.LSTM):
-        c0 = (0.5 * rng.standard_normal(state)).astype(np.float32)
+        c0 = (0.5 * rng.standard_normal(lead + (H,))).astype(np.float32)
         return x, (h0, c0)
     return x, h0
 
@@ -125,6 +131,7 @@ CASES = (
     + [("gru", *row) for row in ROWS]
     + [("rnn_tanh", *ROWS[i]) for i in (0, 3, 4, 7)]
     + [("rnn_relu", *ROWS[i]) for i in (1, 2, 5, 7)]
+    + [("lstm_proj", *ROWS[i]) for i in (1, 2, 5, 7)]
 )
 
 
@@ -232,14 +239,14 @@ def test_params_layout():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", ["lstm", "lstm_proj", "gru"])
 def test_gradients_match_torch_autograd(kind):
     module = make_module(kind, num_layers=2, bidirectional=True, batch_first=True)
     model, params = from_torch(module)
     forward = torch_forward(module)
     x, hx = make_inputs(module)
     rng = np.random.default_rng(5)
-    weights = rng.standard_normal((B, T, 2 * H)).astype(np.float32)
+    weights = rng.standard_normal((B, T, 2 * (P if kind == "lstm_proj" else H))).astype(np.float32)
     lengths = np.array(LENGTHS)
 
     def loss(params):
@@ -267,6 +274,8 @@ def test_gradients_match_torch_autograd(kind):
             else:  # b = bias_ih + bias_hh: both torch biases get b's gradient
                 np.testing.assert_allclose(ours.b, g[f"bias_ih_l{layer}{suffix}"], rtol=0, atol=1e-4)
                 np.testing.assert_allclose(ours.b, g[f"bias_hh_l{layer}{suffix}"], rtol=0, atol=1e-4)
+            if kind == "lstm_proj":
+                np.testing.assert_allclose(ours.w_hr, g[f"weight_hr_l{layer}{suffix}"], rtol=0, atol=1e-4)
     assert np.abs(g["weight_hh_l0"]).max() > 1e-3  # the comparison is not vacuous
 
 
@@ -308,11 +317,26 @@ def test_init_makes_params_of_the_same_structure():
     assert [a.shape for a in jax.tree.leaves(fresh)] == [a.shape for a in jax.tree.leaves(rnn_params)]
 
 
-def test_rejects_other_modules_and_projections():
+def test_rejects_other_modules():
     with pytest.raises(ValueError, match=r"torch\.nn\.RNN, torch\.nn\.LSTM or torch\.nn\.GRU.*Linear"):
         from_torch(torch.nn.Linear(3, 4))
-    with pytest.raises(ValueError, match="proj_size"):
-        from_torch(torch.nn.LSTM(I, H, proj_size=2))
+
+
+def test_a_projected_lstm_becomes_lstm_with_proj_size():
+    module = make_module("lstm_proj", num_layers=2, bidirectional=True)
+    model, params = from_torch(module)
+    assert all(type(p) is scanrnn.ProjectedLSTMParams for p in params)
+    assert params[0].w_hh.shape == (2, 4 * H, P) and params[0].w_hr.shape == (2, P, H)
+    assert params[1].w_ih.shape == (2, 4 * H, 2 * P)  # the next layer reads both directions' projections
+    np.testing.assert_array_equal(params[1].w_hr[1], module.weight_hr_l1_reverse.detach().numpy())
+    carry = model.initial_carry(params)
+    assert carry[0].h.shape == (2, P) and carry[0].c.shape == (2, H)
+    forward = torch_forward(module)
+    x, (h0, c0) = make_inputs(module)
+    with pytest.raises(ValueError, match=re.escape("h_0 must have shape [4, 3, 4] ([L*D, B, P])")):
+        forward(params, x, (c0, c0))
+    with pytest.raises(ValueError, match=re.escape("c_0 must have shape [4, 3, 6] ([L*D, B, H])")):
+        forward(params, x, (h0, h0))
 
 
 def test_bad_inputs_raise():

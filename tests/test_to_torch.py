@@ -13,13 +13,17 @@ import scanrnn as sr  # noqa: E402
 from scanrnn.interop import from_torch, to_torch  # noqa: E402
 
 torch.set_num_threads(1)
-pytestmark = pytest.mark.slow  # every test here takes 2-7 s (a torch module and a compiled model per case)
+pytestmark = [
+    pytest.mark.slow,  # every test here takes 2-7 s (a torch module and a compiled model per case)
+    pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN"),
+]
 
 I, H, T = 4, 5, 6
 CELLS = {
     "rnn_tanh": lambda h: sr.simple_rnn(h, "tanh"),
     "rnn_relu": lambda h: sr.simple_rnn(h, "relu"),
     "lstm": lambda h: sr.lstm(h),
+    "lstm_proj": lambda h: sr.lstm(h, proj_size=h - 2),
     "gru": lambda h: sr.gru(h),
 }
 
@@ -57,9 +61,12 @@ def test_the_module_computes_the_model(kind, layers, bidirectional):
     model = stack(kind, layers, bidirectional)
     params = random_params(model, seed=len(kind) + layers)
     module = to_torch(model, params, batch_first=layers == 1)
-    expected_cls = {"rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+    expected_cls = {"rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.LSTM,
+                    "lstm_proj": torch.nn.LSTM, "gru": torch.nn.GRU}
     assert type(module) is expected_cls[kind] and not module.training
     assert (module.num_layers, module.bidirectional, module.hidden_size, module.input_size) == (layers, bidirectional, H, I)
+    if kind.startswith("lstm"):
+        assert module.proj_size == (H - 2 if kind == "lstm_proj" else 0)
     if kind.startswith("rnn"):
         assert module.nonlinearity == kind.split("_")[1]
     xs = np.random.default_rng(0).normal(size=(3, T, I)).astype(np.float32)
@@ -102,6 +109,12 @@ def test_what_torch_cannot_hold_is_refused():
     mixed = sr.serial(sr.recurrent(sr.gru(H)), sr.recurrent(sr.lstm(H)))
     with pytest.raises(ValueError, match="every layer must be of one kind"):
         to_torch(mixed, mixed.init(jax.random.key(0), I))
+    half_projected = sr.serial(sr.recurrent(sr.lstm(H, proj_size=2)), sr.recurrent(sr.lstm(H)))
+    with pytest.raises(ValueError, match="every layer must be of one kind.*'LSTM with proj_size'"):
+        to_torch(half_projected, half_projected.init(jax.random.key(0), I))
+    projections = sr.serial(sr.recurrent(sr.lstm(H, proj_size=2)), sr.recurrent(sr.lstm(H, proj_size=3)))
+    with pytest.raises(ValueError, match=re.escape("layer 1's w_hh must have shape (20, 2)")):
+        to_torch(projections, projections.init(jax.random.key(0), I))
     widths = sr.serial(sr.recurrent(sr.gru(H)), sr.recurrent(sr.gru(H + 1)))
     with pytest.raises(ValueError, match=re.escape("layer 1's w_ih must have shape (15, 5)")):
         to_torch(widths, widths.init(jax.random.key(0), I))

@@ -372,13 +372,18 @@ def example(name: str, x, kernel) -> None:
         )
 
 
-def cell_carry(name: str, carry, cls, hidden_size: int, dtype=None) -> None:
-    """``carry`` must be a ``cls`` of vectors ``[hidden_size]`` (of ``dtype``, the params', when given)."""
+def cell_carry(name: str, carry, cls, hidden_size, dtype=None) -> None:
+    """``carry`` must be a ``cls`` of vectors ``[hidden_size]`` (of ``dtype``, the params', when given).
+
+    ``hidden_size`` is one size for every field, or a dict of each field's
+    size (the projected LSTM's ``h [P]`` and ``c [H]``).
+    """
     if not isinstance(carry, cls):
         raise ValueError(f"{name} expects a carry of type {cls.__name__}, got {type(carry).__name__}")
     for field, value in zip(cls._fields, carry):
-        if shape(value) != (hidden_size,):
-            raise ValueError(f"{name}: carry.{field} must have shape ({hidden_size},), got {shape(value)}")
+        size = hidden_size[field] if isinstance(hidden_size, dict) else hidden_size
+        if shape(value) != (size,):
+            raise ValueError(f"{name}: carry.{field} must have shape ({size},), got {shape(value)}")
         carry_dtype(name, field, value, dtype)
 
 

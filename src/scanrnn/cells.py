@@ -78,6 +78,27 @@ class PeepholeLSTMParams(NamedTuple):
     w_co: Array  # [H]  output gate sees c[t]
 
 
+class ProjectedLSTMParams(NamedTuple):
+    """Params of ``lstm(..., proj_size=P)``; gates stacked (i, f, g, o)."""
+
+    w_ih: Array  # [4H, I]
+    w_hh: Array  # [4H, P]  reads the projected state
+    b: Array  # [4H]
+    w_hr: Array  # [P, H]  the projection, h = W_hr (o * tanh(c))
+
+
+class ProjectedPeepholeLSTMParams(NamedTuple):
+    """Params of ``lstm(..., peephole=True, proj_size=P)``; gates stacked (i, f, g, o)."""
+
+    w_ih: Array  # [4H, I]
+    w_hh: Array  # [4H, P]
+    b: Array  # [4H]
+    w_ci: Array  # [H]
+    w_cf: Array  # [H]
+    w_co: Array  # [H]
+    w_hr: Array  # [P, H]
+
+
 class GRUParams(NamedTuple):
     """Params of :func:`gru`; gates stacked (r, z, n) as in PyTorch."""
 
@@ -118,7 +139,7 @@ class RNNCarry(NamedTuple):
 class LSTMCarry(NamedTuple):
     """Carry of the LSTM cells."""
 
-    h: Array  # [H]  hidden state (the output)
+    h: Array  # [H]  hidden state (the output); [P] with a projection
     c: Array  # [H]  cell state (the constant error carousel)
 
 
@@ -246,6 +267,7 @@ def _make_cell(
     matrices: tuple = ("w_ih", "w_hh"),
     compute_dtype=None,
     cudnn: Optional[str] = None,
+    carry_sizes: Optional[dict] = None,
 ) -> GatedCell:
     """Assemble a built-in :class:`scanrnn.kinds.GatedCell` with its shape checks.
 
@@ -255,7 +277,8 @@ def _make_cell(
     and ``x`` before it runs, ``recurrent`` the params and the carry, so
     ``apply`` checks everything it is given at trace time. ``core`` is left
     unchecked: the hand-written backward pass calls it with the ``matrices``
-    set to ``None``.
+    set to ``None``. ``carry_sizes`` gives each carry field's size when
+    they differ (default: ``hidden_size`` for every field).
 
     The products are written with the example's vector first, ``h @ W.T``:
     under :func:`jax.vmap` the batch then stays the leading, row-major axis
@@ -272,10 +295,11 @@ def _make_cell(
 
     init = checked_init(make_params, check)
 
+    sizes = carry_sizes or {field: hidden_size for field in carry_cls._fields}
+
     def initial_carry(params):
         check(params)
-        h = jnp.zeros((hidden_size,), params.w_hh.dtype)
-        return carry_cls(*([h] * len(carry_cls._fields)))
+        return carry_cls(*(jnp.zeros((sizes[field],), params.w_hh.dtype) for field in carry_cls._fields))
 
     def checked_project(params, x):
         check(params)
@@ -284,7 +308,7 @@ def _make_cell(
 
     def checked_recurrent(params, carry):
         check(params)
-        _checks.cell_carry(name, carry, carry_cls, hidden_size, params.w_hh.dtype)
+        _checks.cell_carry(name, carry, carry_cls, sizes, params.w_hh.dtype)
         return recurrent(params, carry)
 
     return GatedCell(init, initial_carry, checked_project, checked_recurrent, core, matrices, cudnn=cudnn)
@@ -358,10 +382,12 @@ def lstm(
     recurrent_init: Initializer = orthogonal,
     bias_init: Initializer = zeros,
     peephole_init: Initializer = zeros,
+    proj_size: Optional[int] = None,
+    projection_init: Initializer = glorot_uniform,
     param_dtype=jnp.float32,
     compute_dtype=None,
 ) -> GatedCell:
-    r"""Long short-term memory, in PyTorch's gate order (i, f, g, o).
+    r"""Long short-term memory, in PyTorch's gate order (i, f, g, o), optionally with a projection.
 
     .. math::
         i_t &= \sigma(W_i x_t + U_i h_{t-1} + b_i \;[+\; p_i \odot c_{t-1}]) \\
@@ -369,7 +395,15 @@ def lstm(
         g_t &= \tanh(W_g x_t + U_g h_{t-1} + b_g) \\
         c_t &= f_t \odot c_{t-1} + i_t \odot g_t \\
         o_t &= \sigma(W_o x_t + U_o h_{t-1} + b_o \;[+\; p_o \odot c_t]) \\
-        h_t &= o_t \odot \tanh(c_t), \qquad y_t = h_t
+        h_t &= o_t \odot \tanh(c_t) \;\;[\,h_t = W_{hr} (o_t \odot \tanh(c_t))\,], \qquad y_t = h_t
+
+    With ``proj_size=P`` (the LSTMP of Sak et al. 2014, "Long Short-Term
+    Memory Based Recurrent Neural Network Architectures for Large Vocabulary
+    Speech Recognition"; ``torch.nn.LSTM(proj_size=P)``) the hidden state is
+    projected to ``P < H`` features by ``W_hr [P, H]``: the output, the
+    carry's ``h`` and what the recurrent kernel ``U [4H, P]`` reads are all
+    of size ``P``, while the cell state keeps ``H``. This cuts the recurrent
+    product from ``4H x H`` to ``4H x P``.
 
     The bracketed peephole terms (Gers and Schmidhuber 2000; the second
     seed's "peephole connection") are present with ``peephole=True``: the
@@ -379,7 +413,10 @@ def lstm(
 
     Params: :class:`LSTMParams` ``w_ih [4H, I]``, ``w_hh [4H, H]``, ``b [4H]``;
     with peepholes :class:`PeepholeLSTMParams` adds ``w_ci, w_cf, w_co [H]``.
-    Carry (:class:`LSTMCarry`): ``h [H]``, ``c [H]``.
+    With a projection, :class:`ProjectedLSTMParams` (or
+    :class:`ProjectedPeepholeLSTMParams`) has ``w_hh [4H, P]`` and adds
+    ``w_hr [P, H]``, initialised by ``projection_init`` (Glorot-uniform).
+    Carry (:class:`LSTMCarry`): ``h [H]`` (``[P]`` with a projection), ``c [H]``.
 
     >>> cell = lstm(4, peephole=True)
     >>> params = cell.init(jax.random.key(0), 3)
@@ -390,27 +427,48 @@ def lstm(
     H = _checks.positive_int("hidden_size", hidden_size)
     peephole = _checks.flag("peephole", peephole)
     forget_bias = _checks.finite_real("forget_bias", forget_bias)
+    projected = proj_size is not None
+    if projected:
+        P = _checks.positive_int("proj_size", proj_size)
+        if P >= H:
+            raise ValueError(
+                f"proj_size must be smaller than hidden_size={H} (as in torch.nn.LSTM), got proj_size={P}; "
+                "use proj_size=None for no projection"
+            )
+    else:
+        P = H
     _checks.floating_dtype("compute_dtype", compute_dtype, allow_none=True)
     param_dtype = _checks.floating_dtype("param_dtype", param_dtype)
-    kernel, recurrent, bias, peep = (
-        param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init, peephole_init)
+    kernel, recurrent, bias, peep, projection = (
+        param_init(f, param_dtype) for f in (kernel_init, recurrent_init, bias_init, peephole_init, projection_init)
     )
-    cls = PeepholeLSTMParams if peephole else LSTMParams
+    cls = {
+        (False, False): LSTMParams,
+        (True, False): PeepholeLSTMParams,
+        (False, True): ProjectedLSTMParams,
+        (True, True): ProjectedPeepholeLSTMParams,
+    }[peephole, projected]
 
     def shapes(I):
-        s = {"w_ih": (4 * H, I), "w_hh": (4 * H, H), "b": (4 * H,)}
+        s = {"w_ih": (4 * H, I), "w_hh": (4 * H, P), "b": (4 * H,)}
         if peephole:
             s.update(w_ci=(H,), w_cf=(H,), w_co=(H,))
+        if projected:
+            s.update(w_hr=(P, H))
         return s
 
     def make_params(key, input_size):
-        k1, k2, k3, k4 = _keys(key, 4)
-        b = bias(k3, (4 * H,)).at[H : 2 * H].set(forget_bias)
-        params = LSTMParams(w_ih=kernel(k1, (4 * H, input_size)), w_hh=recurrent(k2, (4 * H, H)), b=b)
-        if not peephole:
-            return params
-        kp = _keys(k4, 3)
-        return PeepholeLSTMParams(*params, *(peep(k, (H,)) for k in kp))
+        k1, k2, k3, k4, k5 = _keys(key, 5)
+        fields = {
+            "w_ih": kernel(k1, (4 * H, input_size)),
+            "w_hh": recurrent(k2, (4 * H, P)),
+            "b": bias(k3, (4 * H,)).at[H : 2 * H].set(forget_bias),
+        }
+        if peephole:
+            fields.update(zip(("w_ci", "w_cf", "w_co"), (peep(k, (H,)) for k in _keys(k4, 3))))
+        if projected:
+            fields["w_hr"] = projection(k5, (P, H))
+        return cls(**fields)
 
     def project(params, x):
         return product(x, params.w_ih, compute_dtype) + params.b
@@ -424,12 +482,14 @@ def lstm(
         if peephole:
             o = o + params.w_co * c
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        if projected:  # a product the core makes: its gradient is summed step by step, like a small param's
+            h = product(h, params.w_hr, compute_dtype)
         return LSTMCarry(h, c), h
 
-    # cuDNN computes this cell exactly without peepholes and in float32 products.
-    same_as_cudnn = "lstm" if not peephole and compute_dtype is None else None
+    # cuDNN computes this cell exactly without peepholes or a projection, and in float32 products.
+    same_as_cudnn = "lstm" if not peephole and not projected and compute_dtype is None else None
     return _make_cell("lstm", H, cls, LSTMCarry, shapes, make_params, project, core, compute_dtype=compute_dtype,
-                      cudnn=same_as_cudnn)
+                      cudnn=same_as_cudnn, carry_sizes={"h": P, "c": H})
 
 
 def gru(

@@ -49,6 +49,8 @@ GATES = {
     "LayerNormRNNParams": ("h",),
     "LSTMParams": ("i", "f", "g", "o"),
     "PeepholeLSTMParams": ("i", "f", "g", "o"),
+    "ProjectedLSTMParams": ("i", "f", "g", "o"),
+    "ProjectedPeepholeLSTMParams": ("i", "f", "g", "o"),
     "LayerNormLSTMParams": ("i", "f", "g", "o"),
     "GRUParams": ("r", "z", "n"),
 }

@@ -58,10 +58,14 @@ torch                     scanrnn
 ``weight_hh_l{k}``        ``w_hh`` ``[G*H, H]`` (unchanged)
 ``bias_ih_l{k}``          RNN, LSTM: ``b = bias_ih + bias_hh``;
 ``bias_hh_l{k}``          GRU: ``b_ih``, ``b_hh`` (kept apart)
+``weight_hr_l{k}``        ``w_hr`` ``[P, H]`` (LSTM with ``proj_size=P``)
 ========================  ==========================================
 
 with the gates in torch's order (LSTM ``i, f, g, o``, GRU ``r, z, n``);
-``bias=False`` gives zero biases. Arrays have the module's dtype (float32,
+``bias=False`` gives zero biases. An LSTM with ``proj_size=P`` becomes
+``lstm(H, proj_size=P)`` (:class:`scanrnn.ProjectedLSTMParams`, ``w_hh
+[4H, P]``); its outputs and ``h_0``/``h_n`` have ``P`` features, ``c_0``/
+``c_n`` keep ``H``. Arrays have the module's dtype (float32,
 or float64 for a ``.double()`` module, which needs ``jax_enable_x64``).
 
 Dropout between layers is active in torch only in training mode and is not
@@ -116,16 +120,16 @@ def _to_jax(tensor, dtype):
     return jnp.asarray(t.numpy(), dtype=dtype)
 
 
-def _make_cell(mode: str, hidden_size: int, dtype) -> Cell:
+def _make_cell(mode: str, hidden_size: int, dtype, proj_size: int = 0) -> Cell:
     if mode == "LSTM":
-        return _cells.lstm(hidden_size, param_dtype=dtype)
+        return _cells.lstm(hidden_size, proj_size=proj_size or None, param_dtype=dtype)
     if mode == "GRU":
         return _cells.gru(hidden_size, reset_after=True, param_dtype=dtype)
     activation = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[mode]
     return _cells.simple_rnn(hidden_size, activation, param_dtype=dtype)
 
 
-def _layer_params(module, mode: str, layer: int, suffix: str, dtype, has_bias: bool):
+def _layer_params(module, mode: str, layer: int, suffix: str, dtype, has_bias: bool, proj_size: int = 0):
     """One direction of one torch layer as scanrnn cell params."""
     w_ih = _to_jax(getattr(module, f"weight_ih_l{layer}{suffix}"), dtype)
     w_hh = _to_jax(getattr(module, f"weight_hh_l{layer}{suffix}"), dtype)
@@ -136,29 +140,31 @@ def _layer_params(module, mode: str, layer: int, suffix: str, dtype, has_bias: b
         b_ih = b_hh = jnp.zeros((w_ih.shape[0],), dtype)
     if mode == "GRU":
         return _cells.GRUParams(w_ih, w_hh, b_ih, b_hh)
+    if proj_size:
+        w_hr = _to_jax(getattr(module, f"weight_hr_l{layer}{suffix}"), dtype)
+        return _cells.ProjectedLSTMParams(w_ih, w_hh, b_ih + b_hh, w_hr)
     cls = _cells.LSTMParams if mode == "LSTM" else _cells.RNNParams
     return cls(w_ih, w_hh, b_ih + b_hh)
 
 
 def _config(module):
-    """``(mode, num_layers, hidden_size, directions, batch_first, bias, dtype)`` of an accepted module."""
+    """``(mode, num_layers, hidden_size, directions, batch_first, bias, dtype, proj_size)`` of an accepted module."""
     import torch
 
     nn = torch.nn
     if not isinstance(module, (nn.RNN, nn.LSTM, nn.GRU)):
         raise ValueError(f"from_torch accepts {ACCEPTED}, got {type(module).__name__}")
     mode = module.mode
-    if mode == "LSTM" and getattr(module, "proj_size", 0):
-        raise ValueError(
-            f"from_torch: LSTM with proj_size > 0 is unsupported (got proj_size={module.proj_size})"
-        )
+    proj_size = int(getattr(module, "proj_size", 0)) if mode == "LSTM" else 0
     dtype = _jax_dtype(module.weight_ih_l0.dtype)
     D = 2 if module.bidirectional else 1
-    return mode, int(module.num_layers), int(module.hidden_size), D, bool(module.batch_first), bool(module.bias), dtype
+    return (mode, int(module.num_layers), int(module.hidden_size), D, bool(module.batch_first), bool(module.bias),
+            dtype, proj_size)
 
 
-def _model(mode: str, num_layers: int, hidden_size: int, directions: int, dtype, execution=None) -> Layer:
-    cell = _make_cell(mode, hidden_size, dtype)
+def _model(mode: str, num_layers: int, hidden_size: int, directions: int, dtype, execution=None,
+           proj_size: int = 0) -> Layer:
+    cell = _make_cell(mode, hidden_size, dtype, proj_size)
     layer = recurrent(cell, execution=execution) if directions == 1 else bidirectional(cell, execution=execution)
     return serial(*([layer] * num_layers))
 
@@ -168,8 +174,8 @@ def from_torch(module, *, execution=None) -> tuple[Layer, tuple]:
 
     Any ``num_layers`` and ``bidirectional``; ``bias=False`` gives zero
     biases; the RNN's ``nonlinearity`` (``"tanh"`` or ``"relu"``) selects
-    :func:`scanrnn.simple_rnn`'s activation. An LSTM with ``proj_size > 0``
-    is not supported. Dropout is ignored: the model matches the module in
+    :func:`scanrnn.simple_rnn`'s activation; an LSTM's ``proj_size`` gives
+    ``lstm(hidden_size, proj_size=...)``. Dropout is ignored: the model matches the module in
     eval mode. ``batch_first`` concerns only :func:`torch_forward`.
     ``execution`` (a :class:`scanrnn.Execution`) is given to every layer:
     ``Execution(cudnn=True)`` runs an LSTM's layers through cuDNN on a GPU,
@@ -198,15 +204,15 @@ def from_torch(module, *, execution=None) -> tuple[Layer, tuple]:
         out, (h_n, c_n) = torch_forward(module)(params, x, length=jnp.array([7, 4, 2]))
         out.shape, h_n.shape                                   # (3, 7, 12), (4, 3, 6); out[1] == ys
     """
-    mode, num_layers, H, D, _, has_bias, dtype = _config(module)
+    mode, num_layers, H, D, _, has_bias, dtype, P = _config(module)
     params = []
     for k in range(num_layers):
-        directions = [_layer_params(module, mode, k, s, dtype, has_bias) for s in ["", "_reverse"][:D]]
+        directions = [_layer_params(module, mode, k, s, dtype, has_bias, P) for s in ["", "_reverse"][:D]]
         if D == 1:
             params.append(directions[0])
         else:
             params.append(jax.tree.map(lambda f, r: jnp.stack([f, r]), *directions))
-    return _model(mode, num_layers, H, D, dtype, execution), tuple(params)
+    return _model(mode, num_layers, H, D, dtype, execution, P), tuple(params)
 
 
 def torch_forward(module, *, execution=None):
@@ -219,8 +225,8 @@ def torch_forward(module, *, execution=None):
     LSTM; ``length`` plays the part of ``pack_padded_sequence``.
     ``execution`` is :func:`from_torch`'s.
     """
-    mode, num_layers, H, D, batch_first, _, dtype = _config(module)
-    model = _model(mode, num_layers, H, D, dtype, execution)
+    mode, num_layers, H, D, batch_first, _, dtype, P = _config(module)
+    model = _model(mode, num_layers, H, D, dtype, execution, P)
     is_lstm = mode == "LSTM"
     carry_cls = _cells.LSTMCarry if is_lstm else _cells.RNNCarry
 
@@ -286,7 +292,7 @@ def torch_forward(module, *, execution=None):
 
         h0 = None
         if hx is not None:
-            state_shape = (num_layers * D, B, H) if batched else (num_layers * D, H)
+            lead = (num_layers * D, B) if batched else (num_layers * D,)
             if is_lstm:
                 if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                     raise ValueError(f"hx of an LSTM must be a pair (h_0, c_0), got {type(hx).__name__}")
@@ -298,10 +304,12 @@ def torch_forward(module, *, execution=None):
                 parts = [jnp.asarray(hx)]
                 names = ["h_0"]
             for name, a in zip(names, parts):
+                size, letter = (P, "P") if P and name == "h_0" else (H, "H")
+                state_shape = lead + (size,)
                 if a.shape != state_shape:
                     raise ValueError(
                         f"{name} must have shape {list(state_shape)} "
-                        f"({'[L*D, B, H]' if batched else '[L*D, H]'}), got shape {a.shape}"
+                        f"({f'[L*D, B, {letter}]' if batched else f'[L*D, {letter}]'}), got shape {a.shape}"
                     )
             parts = [a.astype(dtype) for a in parts]
             parts = [jnp.swapaxes(a, 0, 1) if batched else a[None] for a in parts]  # [B, L*D, H]
@@ -325,11 +333,16 @@ def torch_forward(module, *, execution=None):
     return forward
 
 
-_TORCH_KINDS = {_cells.RNNParams: "RNN", _cells.LSTMParams: "LSTM", _cells.GRUParams: "GRU"}
+_TORCH_KINDS = {
+    _cells.RNNParams: "RNN",
+    _cells.LSTMParams: "LSTM",
+    _cells.ProjectedLSTMParams: "LSTM with proj_size",
+    _cells.GRUParams: "GRU",
+}
 
 
 def _torch_layout(params):
-    """``(kind, num_layers, input_size, hidden_size, directions, dtype)`` of the params of a stack of layers.
+    """``(kind, num_layers, input_size, hidden_size, directions, dtype, proj_size)`` of a stack's params.
 
     A ValueError, naming the layer, for anything :func:`to_torch` cannot build.
     """
@@ -344,36 +357,41 @@ def _torch_layout(params):
             hint = " (a layer with learn_initial_carry=True: torch's modules start from zeros or a given h_0)" \
                 if type(p).__name__ == "RecurrentParams" else ""
             raise ValueError(
-                f"to_torch converts stacks of recurrent or bidirectional simple_rnn, lstm (no peepholes) and gru "
-                f"layers; layer {k} has params of type {type(p).__name__}{hint}"
+                f"to_torch converts stacks of recurrent or bidirectional simple_rnn, lstm (no peepholes; with or "
+                f"without proj_size) and gru layers; layer {k} has params of type {type(p).__name__}{hint}"
             )
         kinds[k] = _TORCH_KINDS[type(p)]
     if len(set(kinds.values())) != 1:
         raise ValueError(f"to_torch: every layer must be of one kind (torch has one per module), got {kinds}")
     first = params[0]
     directions = 2 if jnp.ndim(first.w_ih) == 3 else 1
-    hidden = int(jnp.shape(first.w_hh)[-1])
+    gates = {"RNN": 1, "LSTM": 4, "LSTM with proj_size": 4, "GRU": 3}[kinds[0]]
+    hidden = int(jnp.shape(first.w_hh)[-2]) // gates
+    state = int(jnp.shape(first.w_hh)[-1])  # what the recurrent product reads: H, or P with a projection
+    proj_size = state if kinds[0] == "LSTM with proj_size" else 0
     dtype = jnp.result_type(first.w_ih)
     for k, p in enumerate(params):
-        expected_in = int(jnp.shape(first.w_ih)[-1]) if k == 0 else directions * hidden
+        expected_in = int(jnp.shape(first.w_ih)[-1]) if k == 0 else directions * state
         lead = (2,) if directions == 2 else ()
-        gates = {"RNN": 1, "LSTM": 4, "GRU": 3}[kinds[0]]
-        shapes = {"w_ih": lead + (gates * hidden, expected_in), "w_hh": lead + (gates * hidden, hidden)}
+        shapes = {"w_ih": lead + (gates * hidden, expected_in), "w_hh": lead + (gates * hidden, state)}
+        if proj_size:
+            shapes["w_hr"] = lead + (proj_size, hidden)
         for field, shape in shapes.items():
             if jnp.shape(getattr(p, field)) != shape:
                 raise ValueError(
                     f"to_torch: layer {k}'s {field} must have shape {shape} (every layer of one module has the "
-                    f"same hidden size and directions), got {jnp.shape(getattr(p, field))}"
+                    f"same hidden size, proj_size and directions), got {jnp.shape(getattr(p, field))}"
                 )
         for field in p._fields:
             if jnp.result_type(getattr(p, field)) != dtype:
                 raise ValueError(f"to_torch: every param must have the dtype {dtype}; layer {k}'s {field} does not")
     if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
         raise ValueError(f"to_torch: params must be float32 or float64, got {dtype}")
-    return kinds[0], len(params), int(jnp.shape(first.w_ih)[-1]), hidden, directions, dtype
+    return kinds[0].split()[0], len(params), int(jnp.shape(first.w_ih)[-1]), hidden, directions, dtype, proj_size
 
 
-def _build_torch(kind, num_layers, input_size, hidden, directions, dtype, params, batch_first, nonlinearity):
+def _build_torch(kind, num_layers, input_size, hidden, directions, dtype, proj_size, params, batch_first,
+                 nonlinearity):
     import numpy as np
     import torch
 
@@ -381,6 +399,8 @@ def _build_torch(kind, num_layers, input_size, hidden, directions, dtype, params
     options = dict(num_layers=num_layers, bidirectional=directions == 2, batch_first=batch_first, dtype=torch_dtype)
     if kind == "RNN":
         module = torch.nn.RNN(input_size, hidden, nonlinearity=nonlinearity, **options)
+    elif proj_size:
+        module = torch.nn.LSTM(input_size, hidden, proj_size=proj_size, **options)
     else:
         module = getattr(torch.nn, kind)(input_size, hidden, **options)
     tensor = lambda a: torch.from_numpy(np.array(a, dtype=np.float64 if torch_dtype == torch.float64 else np.float32))  # noqa: E731
@@ -396,6 +416,8 @@ def _build_torch(kind, num_layers, input_size, hidden, directions, dtype, params
                     b_ih, b_hh = one.b, jnp.zeros_like(one.b)
                 getattr(module, f"bias_ih_l{k}{suffix}").copy_(tensor(b_ih))
                 getattr(module, f"bias_hh_l{k}{suffix}").copy_(tensor(b_hh))
+                if proj_size:
+                    getattr(module, f"weight_hr_l{k}{suffix}").copy_(tensor(one.w_hr))
     return module.eval()
 
 
@@ -406,7 +428,8 @@ def to_torch(model: Layer, params, *, batch_first: bool = False, check: bool = T
     :func:`scanrnn.recurrent` or :func:`scanrnn.bidirectional` layers (all
     one way or all both ways, one hidden size) of one kind of cell:
     :func:`scanrnn.simple_rnn` (``tanh`` or ``relu``), :func:`scanrnn.lstm`
-    without peepholes, or :func:`scanrnn.gru` in its ``reset_after=True``
+    without peepholes (with or without ``proj_size``, which becomes the
+    module's), or :func:`scanrnn.gru` in its ``reset_after=True``
     form (torch's), each layer returning its sequence, as
     :func:`from_torch` produces them. Weights are copied unchanged (the
     module docstring's table); scanrnn's one bias of the RNN and LSTM goes to
@@ -432,18 +455,18 @@ def to_torch(model: Layer, params, *, batch_first: bool = False, check: bool = T
     import torch
 
     _checks.layer("to_torch: model", model)
-    kind, num_layers, input_size, hidden, directions, dtype = _torch_layout(params)
+    kind, num_layers, input_size, hidden, directions, dtype, proj_size = _torch_layout(params)
     candidates = ["tanh", "relu"] if kind == "RNN" else [None]
     if not check:
-        return _build_torch(kind, num_layers, input_size, hidden, directions, dtype, params, batch_first,
-                            candidates[0])
+        return _build_torch(kind, num_layers, input_size, hidden, directions, dtype, proj_size, params,
+                            batch_first, candidates[0])
     probe = np.random.default_rng(0).normal(size=(5, input_size)).astype(np.dtype(dtype.name))
     want = np.asarray(model.apply(params, jnp.asarray(probe)))
     tolerance = 1e-4 if dtype == jnp.dtype(jnp.float32) else 1e-10
     gaps = {}
     for nonlinearity in candidates:
-        module = _build_torch(kind, num_layers, input_size, hidden, directions, dtype, params, batch_first,
-                              nonlinearity)
+        module = _build_torch(kind, num_layers, input_size, hidden, directions, dtype, proj_size, params,
+                              batch_first, nonlinearity)
         with torch.no_grad():
             x = torch.from_numpy(probe)[None] if batch_first else torch.from_numpy(probe)[:, None]
             got = module(x)[0].numpy()
