@@ -26,7 +26,8 @@ The whole API:
   blocks :func:`hawk` (Griffin's recurrent block) and :func:`mamba`;
   ``apply(params, xs, length=None, *, key=None, carry=None)``, training with
   a key, stateful with a carry.
-- training (:mod:`scanrnn.train`), checkpoints (:mod:`scanrnn.checkpoint`),
+- training (:mod:`scanrnn.train`), on several devices (:mod:`scanrnn.devices`),
+  checkpoints (:mod:`scanrnn.checkpoint`),
   data (:mod:`scanrnn.data`, with :mod:`scanrnn.data.text` and
   :mod:`scanrnn.data.dates`), plots (:mod:`scanrnn.plot`), PyTorch interop
   (:mod:`scanrnn.interop`), the first seed's hand-written BPTT as a teaching
@@ -77,6 +78,7 @@ from . import (  # noqa: E402
     ctc,
     cudnn,
     data,
+    devices,
     diagnostics,
     execution,
     griffin,

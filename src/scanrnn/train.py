@@ -12,6 +12,11 @@ on the host, then runs the compiled step::
     params, opt_state, metrics = step(params, opt_state, Batch(x, y))
     params, opt_state, metrics = step(params, opt_state, Batch(x, y), key)  # with dropout
 
+Both take ``devices=`` (a device count, a list of devices or a mesh): the
+batch is then sharded over the devices and the params replicated, the
+gradient's mean an all-reduce inside the compiled step
+(:mod:`scanrnn.devices`).
+
 :func:`fit` trains over minibatches for a number of epochs. Its whole
 progress is a :class:`TrainState` (params, optimizer state, step count,
 dropout key, data order, the best params so far and the history); a run
@@ -45,6 +50,7 @@ import numpy as np
 import optax
 
 from . import _checks
+from . import devices as _devices
 from .layers import Layer, check_tokens, last_valid
 from .unroll import check_length, check_lengths, mask_padding, valid_steps
 
@@ -376,6 +382,34 @@ def _objective(model: Optional[Layer], loss: Callable) -> Callable:
     return lambda params, batch, key: batch_loss(model, loss, params, batch, key=key)
 
 
+def _weighted_objective(model: Layer, loss: Callable) -> Callable:
+    """``(params, (batch, weight), key) -> scalar``: the weighted mean of the examples' losses.
+
+    The data-parallel step's objective: ``weight`` is 1 for the batch's own
+    examples and 0 for the copies that pad it to a multiple of the device
+    count (:func:`scanrnn.devices.pad_batch`), so it is the mean over the
+    real examples, the one-device :func:`batch_loss`.
+    """
+
+    def objective(params, weighted, key):
+        batch, weight = weighted
+        batch = _check_batch(batch)
+        losses = _losses(loss, predict_batch(model, params, batch.x, batch.length, key=key), batch)
+        weight = weight.astype(losses.dtype)
+        return jnp.sum(losses * weight) / jnp.sum(weight)
+
+    return objective
+
+
+def _parallel_batch(model: Optional[Layer], batch, mesh):
+    """A host batch as the data-parallel step takes it: padded and weighted (a model), sharded over ``mesh``."""
+    count = mesh.devices.size
+    if model is None:
+        return _devices.shard_batch(jax.tree.map(np.asarray, batch), mesh)
+    batch = Batch(*(None if a is None else np.asarray(a) for a in batch))
+    return _devices.shard_batch(_devices.pad_batch(batch, count), mesh)
+
+
 def _guarded_step(objective: Callable, optimizer: optax.GradientTransformation, nonfinite: str) -> Callable:
     """The pure step ``(params, opt_state, batch, key, halted) -> (params, opt_state, metrics, halted)``.
 
@@ -431,7 +465,12 @@ def _step_checks(model: Layer, loss: Callable) -> Callable:
 
 
 def make_train_step(
-    model: Layer, loss: Callable, optimizer: optax.GradientTransformation, *, skip_nonfinite: bool = False
+    model: Layer,
+    loss: Callable,
+    optimizer: optax.GradientTransformation,
+    *,
+    skip_nonfinite: bool = False,
+    devices: Optional[_devices.Devices] = None,
 ) -> Callable:
     """A train step ``(params, opt_state, batch, key=None) -> (params, opt_state, metrics)``.
 
@@ -451,22 +490,42 @@ def make_train_step(
         step whose loss, gradient or update is not finite (as
         ``optax.apply_if_finite`` does); ``metrics["applied"]`` says whether
         the update was applied. Without it the update is always applied.
+      devices: ``None`` (one device), or data parallelism over a device
+        count, a list of devices or a mesh (:func:`scanrnn.devices.data_mesh`):
+        the batch (host arrays, padded to a multiple of the device count
+        with zero-weight copies) is sharded over the devices, params and
+        optimizer state are replicated on them and come back replicated,
+        and the gradient's mean is an all-reduce inside the step. The
+        numbers are those of one device up to rounding. ``jitted`` is then
+        the step on ``(params, opt_state, (batch, weight), key)``.
     """
     if not isinstance(model, Layer):
         raise _checks.InputTypeError(f"make_train_step: model must be a scanrnn Layer (serial(...), recurrent(...)), got {type(model).__name__}")
     skip_nonfinite = _checks.flag("skip_nonfinite", skip_nonfinite)
-    pure = _guarded_step(_objective(model, loss), optimizer, "skip" if skip_nonfinite else "apply")
+    mesh = None if devices is None else _devices.data_mesh(devices)
+    objective = _objective(model, loss) if mesh is None else _weighted_objective(model, loss)
+    pure = _guarded_step(objective, optimizer, "skip" if skip_nonfinite else "apply")
 
     def compiled_step(params, opt_state, batch, key=None):
         params, opt_state, metrics, _ = pure(params, opt_state, batch, key, jnp.asarray(False))
         return params, opt_state, metrics
 
-    jitted = jax.jit(compiled_step)
     check = _step_checks(model, loss)
+    if mesh is None:
+        jitted = jax.jit(compiled_step)
 
-    def step(params, opt_state, batch, key=None):
-        check(params, batch, key)
-        return jitted(params, opt_state, batch, key)
+        def step(params, opt_state, batch, key=None):
+            check(params, batch, key)
+            return jitted(params, opt_state, batch, key)
+
+    else:
+        jitted = jax.jit(compiled_step, out_shardings=_devices.replicated(mesh))
+
+        def step(params, opt_state, batch, key=None):
+            check(params, batch, key)
+            params, opt_state, key = _devices.replicate((params, opt_state, key), mesh)
+            out = jitted(params, opt_state, _parallel_batch(model, batch, mesh), key)
+            return jax.block_until_ready(out) if _devices.needs_blocking(mesh) else out
 
     step.jitted = jitted
     return step
@@ -751,9 +810,17 @@ def _with_clipping(optimizer, clip_norm):
 
 
 @_cached
-def _fit_programs(model, loss, optimizer, metrics: tuple, nonfinite: str):
-    """The jit-compiled train step and evaluation of :func:`fit` (``metrics``: sorted ``(name, fn)`` pairs)."""
-    step = jax.jit(_guarded_step(_objective(model, loss), optimizer, nonfinite))
+def _fit_programs(model, loss, optimizer, metrics: tuple, nonfinite: str, mesh=None):
+    """The jit-compiled train step and evaluation of :func:`fit` (``metrics``: sorted ``(name, fn)`` pairs).
+
+    With a ``mesh``, the data-parallel step: a model's objective weighted
+    (:func:`_weighted_objective`), everything it returns replicated.
+    """
+    if mesh is None:
+        step = jax.jit(_guarded_step(_objective(model, loss), optimizer, nonfinite))
+    else:
+        objective = loss if model is None else _weighted_objective(model, loss)
+        step = jax.jit(_guarded_step(objective, optimizer, nonfinite), out_shardings=_devices.replicated(mesh))
     return step, _eval_program(model, loss, metrics)
 
 
@@ -880,6 +947,7 @@ def fit(
     keep: int = 3,
     resume: bool = False,
     verbose: bool = False,
+    devices: Optional[_devices.Devices] = None,
 ):
     """Train with minibatches until ``epochs`` epochs of the run are done.
 
@@ -953,6 +1021,16 @@ def fit(
         new run when there is none).
       verbose: print one line per epoch (losses, metrics, seconds), and a
         progress bar within the epoch when stdout is a terminal.
+      devices: ``None`` (one device), or data parallelism over a device
+        count, a list of devices or a mesh (:mod:`scanrnn.devices`): each
+        batch is cut on the host and sharded over the devices, params and
+        optimizer state are replicated, the gradient's mean is an
+        all-reduce inside the compiled step. A batch whose size is not a
+        multiple of the device count (the last one of an epoch) is padded
+        with zero-weight copies of an example, so the run's numbers are
+        those of one device up to rounding. With ``model=None`` (a batch
+        objective, which cannot be reweighted) ``batch_size`` and the last
+        batch's size must be multiples of the device count instead.
 
     Returns:
       ``(params or state, history)``: ``history`` (also ``state.history``)
@@ -998,9 +1076,18 @@ def fit(
     if valid is not None and monitor not in names:
         raise ValueError(f"monitor must be one of {names} (the validation entries of the history), got {monitor!r}")
     mode = monitor_mode if monitor_mode != "auto" else ("max" if monitor.endswith("accuracy") else "min")
+    mesh = None if devices is None else _devices.data_mesh(devices)
 
     given_state = isinstance(params, TrainState)
     train, n = _host_data("train", train, model)
+    if mesh is not None and model is None:
+        count = mesh.devices.size
+        if batch_size % count or (n % batch_size) % count:
+            raise ValueError(
+                f"fit(None, ...) with devices: a batch objective is not reweighted for padding, so every batch "
+                f"must be a multiple of the {count} devices; got batch_size={batch_size} over {n} examples "
+                f"(last batch {n % batch_size or batch_size})"
+            )
     if valid is not None:
         valid, n_valid = _host_data("valid", valid, model)
     model_params = params.params if given_state else params
@@ -1036,7 +1123,7 @@ def fit(
             model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints,
             epochs=epochs, batch_size=batch_size, num_batches=num_batches, monitor=monitor, mode=mode,
             patience=patience, on_nonfinite=on_nonfinite, checkpoint_every=checkpoint_every,
-            checkpoint_interval=checkpoint_interval, verbose=verbose,
+            checkpoint_interval=checkpoint_interval, verbose=verbose, mesh=mesh,
         )
     finally:
         if checkpoints is not None:
@@ -1047,10 +1134,23 @@ def fit(
 
 
 def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints, *, epochs, batch_size, num_batches,
-         monitor, mode, patience, on_nonfinite, checkpoint_every, checkpoint_interval, verbose):
+         monitor, mode, patience, on_nonfinite, checkpoint_every, checkpoint_interval, verbose, mesh=None):
     """The loop of :func:`fit` from ``state`` on; returns the final state."""
     halt = on_nonfinite == "raise"
-    step_fn, eval_fn = _fit_programs(model, loss, optimizer, tuple(sorted(metric_fns.items())), "halt" if halt else "skip")
+    programs = (model, loss, optimizer, tuple(sorted(metric_fns.items())), "halt" if halt else "skip")
+    step_fn, eval_fn = _fit_programs(*programs) if mesh is None else _fit_programs(*programs, mesh)
+    if mesh is None:
+        place_batch = lambda batch: batch  # noqa: E731
+    else:
+        # A restored state's arrays may sit on one device: every operand of the step goes on all of them.
+        state = state._replace(params=_devices.replicate(state.params, mesh),
+                               opt_state=_devices.replicate(state.opt_state, mesh),
+                               key=_devices.replicate(state.key, mesh))
+
+        def place_batch(batch):
+            return _parallel_batch(model, batch, mesh)
+
+    blocking = mesh is not None and _devices.needs_blocking(mesh)
     bar = verbose and sys.stdout.isatty()
     history = {name: list(values) for name, values in state.history.items()}
     for name in ["train_loss", "seconds"] + (["skipped_steps"] if not halt else []):
@@ -1098,7 +1198,9 @@ def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints
             index = order[b * batch_size : (b + 1) * batch_size]
             global_step = int(state.step) + len(pending)
             step_key = None if state.key is None else jax.random.fold_in(state.key, global_step)
-            params, opt_state, m, halted = step_fn(params, opt_state, _take(train, index), step_key, halted)
+            params, opt_state, m, halted = step_fn(params, opt_state, place_batch(_take(train, index)), step_key, halted)
+            if blocking:
+                jax.block_until_ready(params)
             pending.append((m, len(index), b + 1))
             if checkpoints is not None and checkpoint_every and (global_step + 1) % checkpoint_every == 0 and b + 1 < num_batches:
                 state, pending = sync(params, opt_state, state, pending), []
