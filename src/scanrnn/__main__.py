@@ -10,6 +10,14 @@ Trains a stacked recurrent model on generated data (no download) and writes
 
 With no flags it trains a 2-layer GRU of 20 units on the sine task.
 
+``--devices N`` trains data-parallel over N devices (on a CPU the command
+makes N host devices itself), and a run of several processes joins with
+``--coordinator``, ``--num-processes`` and ``--process-id`` (or the
+``SCANRNN_*`` variables that ``scanrnn launch`` sets):
+``scanrnn launch --processes 2 -- train --devices 2`` starts two processes
+of one run on this host. Process 0 writes the outputs and prints; every
+process takes part in the checkpoints.
+
 Every flag is checked before anything is trained: a mistake prints one line
 on stderr and exits with status 2. The run's state is checkpointed in
 ``OUT/checkpoints`` (through ``fit``'s ``checkpoint_dir``) at the end of the
@@ -153,6 +161,34 @@ def build_parser(prog: str = "scanrnn") -> argparse.ArgumentParser:
         "--overwrite", action="store_true",
         help="replace the run in --out (its checkpoints and outputs; nothing else there) (default: off)",
     )
+    spread = train.add_argument_group("devices and processes")
+    spread.add_argument(
+        "--devices", type=int, metavar="N",
+        help="train data-parallel over N devices of each process; on a CPU, N host devices are made "
+        "(default: 1)",
+    )
+    spread.add_argument(
+        "--coordinator", metavar="HOST:PORT",
+        help="process 0's address, for a run of several processes (default: $SCANRNN_COORDINATOR)",
+    )
+    spread.add_argument(
+        "--num-processes", type=int, metavar="P",
+        help="the processes of the run (default: $SCANRNN_NUM_PROCESSES, else 1)",
+    )
+    spread.add_argument(
+        "--process-id", type=int, metavar="I", help="this process's id in [0, P) (default: $SCANRNN_PROCESS_ID)",
+    )
+
+    launch = sub.add_parser(
+        "launch", help="run a command as several processes of one run on this host",
+        description="Start P processes of COMMAND on this host, joined through a coordinator on 127.0.0.1 "
+        "(each gets SCANRNN_COORDINATOR, SCANRNN_NUM_PROCESSES and SCANRNN_PROCESS_ID); if one fails the "
+        "others are stopped. COMMAND is a scanrnn command (train ...) or any program.",
+    )
+    launch.add_argument("--processes", type=int, required=True, metavar="P", help="how many processes")
+    launch.add_argument("--port", type=int, help="the coordinator's port on 127.0.0.1 (default: a free one)")
+    launch.add_argument("--timeout", type=float, metavar="S", help="stop every process after S seconds (default: none)")
+    launch.add_argument("launched", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="what to run, after --")
     return parser
 
 
@@ -178,8 +214,11 @@ def check_flags(args: argparse.Namespace) -> argparse.Namespace:
     it is left to ``fit``'s divergence guard, which stops the run at its
     first step.
     """
-    for name in ("epochs", "batch_size", "layers", "checkpoint_every"):
+    if args.command == "launch":
+        return _check_launch(args)
+    for name in ("epochs", "batch_size", "layers", "checkpoint_every", "devices"):
         _positive_int(args, name)
+    _check_processes(args)
     if args.hidden is not None and min(args.hidden) < 1:
         raise UsageError(f"--hidden must be positive ints, got {' '.join(map(str, args.hidden))}")
     if not 0 <= args.seed <= MAX_SEED:
@@ -215,6 +254,52 @@ def check_flags(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def _check_launch(args: argparse.Namespace) -> argparse.Namespace:
+    if args.processes < 1:
+        raise UsageError(f"--processes must be a positive int, got {args.processes}")
+    if args.port is not None and not 0 < args.port < 65536:
+        raise UsageError(f"--port must be in [1, 65535], got {args.port}")
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout!r}")
+    command = args.launched[1:] if args.launched[:1] == ["--"] else args.launched
+    if not command:
+        raise UsageError("launch needs a command after --, such as: launch --processes 2 -- train --devices 2")
+    if command[0] in ("train", "launch"):
+        if command[0] == "launch":
+            raise UsageError("launch cannot launch itself")
+        command = [sys.executable, "-m", "scanrnn", *command]
+    args.launched = command
+    return args
+
+
+def _check_processes(args: argparse.Namespace) -> None:
+    """Fill --coordinator, --num-processes and --process-id from the environment; check them together."""
+    from scanrnn.devices import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
+
+    for name, variable in (("num_processes", ENV_NUM_PROCESSES), ("process_id", ENV_PROCESS_ID)):
+        if getattr(args, name) is None and os.environ.get(variable):
+            try:
+                setattr(args, name, int(os.environ[variable]))
+            except ValueError:
+                raise UsageError(f"${variable} must be an int, got {os.environ[variable]!r}") from None
+    if args.coordinator is None:
+        args.coordinator = os.environ.get(ENV_COORDINATOR) or None
+    _positive_int(args, "num_processes")
+    if args.num_processes is None or args.num_processes == 1:
+        args.num_processes = 1
+        return
+    if args.coordinator is None or args.process_id is None:
+        raise UsageError(
+            f"--num-processes {args.num_processes} needs --coordinator HOST:PORT and --process-id (or "
+            f"${ENV_COORDINATOR} and ${ENV_PROCESS_ID}; scanrnn launch sets them)"
+        )
+    host, _, port = args.coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--coordinator must be HOST:PORT, got {args.coordinator!r}")
+    if not 0 <= args.process_id < args.num_processes:
+        raise UsageError(f"--process-id must be in [0, {args.num_processes}), got {args.process_id}")
+
+
 def _check_out(out: str) -> None:
     """``out`` is, or can be made, a directory (not a file, nor under one)."""
     if not out:
@@ -243,7 +328,9 @@ def _config(args: argparse.Namespace) -> dict:
     """The run's flags as ``metrics.json`` records them (strict JSON: a NaN is ``null``)."""
     from scanrnn._run_checkpoints import _json_safe
 
-    return _json_safe({k: v for k, v in vars(args).items() if k not in ("command", "resume", "overwrite")})
+    # How the run is spread over devices and processes changes no number beyond rounding: not part of its config.
+    left_out = ("command", "resume", "overwrite", "devices", "coordinator", "num_processes", "process_id")
+    return _json_safe({k: v for k, v in vars(args).items() if k not in left_out})
 
 
 def check_run_dir(args: argparse.Namespace) -> None:
@@ -377,26 +464,42 @@ def train_command(args: argparse.Namespace, prog: str) -> int:
     import optax
 
     import scanrnn
-    from scanrnn import plot
+    from scanrnn import devices, plot
     from scanrnn.checkpoint import checkpoint_steps, save_params
     from scanrnn.train import DivergenceError, evaluate, fit, mse, predict
+
+    primary = devices.is_primary()  # process 0 prints and writes; the others train and checkpoint with it
+
+    def say(*what, **how):
+        if primary:
+            print(*what, **how)
+
+    def write(path, record):
+        if primary:
+            write_json(path, record)
+
+    spread = None
+    if args.num_processes > 1 or (args.devices or 1) > 1:
+        spread = devices.data_mesh(devices.process_devices(args.devices or 1))
 
     out = args.out
     checkpoints = os.path.join(out, CHECKPOINTS)
     metrics_path = os.path.join(out, "metrics.json")
     steps = checkpoint_steps(checkpoints) if args.resume and os.path.isdir(checkpoints) else []
     if args.resume:
-        print(f"resuming the run in {out} from its checkpoint of step {steps[-1]}" if steps
-              else f"no checkpoint to resume in {out}: starting the run", flush=True)
+        say(f"resuming the run in {out} from its checkpoint of step {steps[-1]}" if steps
+            else f"no checkpoint to resume in {out}: starting the run", flush=True)
 
     (train, valid, test), baseline = make_data(args.task, args.seed)
     model = make_model(args)
     params = model.init(jax.random.key(args.seed), 1)
     key = jax.random.fold_in(jax.random.key(args.seed), 1) if args.dropout else None  # the dropout's, apart from init's
-    print(
+    where = f"jax {jax.__version__} on {jax.default_backend()}"
+    if spread is not None:
+        where += f", data-parallel over {spread.devices.size} devices of {args.num_processes} process(es)"
+    say(
         f"scanrnn {scanrnn.__version__}: task {args.task}, {describe(args)}, "
-        f"{count_params(params)} params, {len(train.x)} / {len(valid.x)} / {len(test.x)} examples, "
-        f"jax {jax.__version__} on {jax.default_backend()}",
+        f"{count_params(params)} params, {len(train.x)} / {len(valid.x)} / {len(test.x)} examples, {where}",
         flush=True,
     )
     record = {
@@ -408,8 +511,10 @@ def train_command(args: argparse.Namespace, prog: str) -> int:
         "scanrnn": scanrnn.__version__,
         "jax": jax.__version__,
         "backend": jax.default_backend(),
+        "devices": 1 if spread is None else int(spread.devices.size),
+        "processes": args.num_processes,
     }
-    write_json(metrics_path, record)
+    write(metrics_path, record)
 
     start = time.perf_counter()
     num_steps = args.epochs * -(-len(train.x) // args.batch_size)
@@ -418,23 +523,27 @@ def train_command(args: argparse.Namespace, prog: str) -> int:
         params, history = fit(
             model, params, optax.adam(lr), mse, train, valid,
             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, clip_norm=args.clip_norm, key=key,
-            checkpoint_dir=checkpoints, checkpoint_every=args.checkpoint_every, resume=args.resume, verbose=True,
+            checkpoint_dir=checkpoints, checkpoint_every=args.checkpoint_every, resume=args.resume,
+            verbose=primary, devices=spread,
         )
     except DivergenceError as error:
         record.update(
             status="diverged", error=str(error), diverged_at={"epoch": error.epoch, "step": error.step},
             history=error.state.history, train_seconds=time.perf_counter() - start,
         )
-        write_json(metrics_path, record)
-        print(f"{prog} train: {error}", file=sys.stderr, flush=True)
+        write(metrics_path, record)
+        say(f"{prog} train: {error}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         record.update(status="interrupted", train_seconds=time.perf_counter() - start)
-        write_json(metrics_path, record)
-        print(f"{prog} train: interrupted; pass --resume to continue from the latest checkpoint in {checkpoints}",
-              file=sys.stderr, flush=True)
+        write(metrics_path, record)
+        say(f"{prog} train: interrupted; pass --resume to continue from the latest checkpoint in {checkpoints}",
+            file=sys.stderr, flush=True)
         return 130
     seconds = time.perf_counter() - start
+    if not primary:
+        return 0  # process 0 evaluates and writes the outputs
+    params = jax.device_get(params)  # on the host: what follows runs in this process alone
     final = {"valid_mse": evaluate(model, mse, params, valid), "test_mse": evaluate(model, mse, params, test)}
     print(f"valid MSE {final['valid_mse']:.6f}  test MSE {final['test_mse']:.6f}  ({seconds:.1f}s)")
     for name, scores in baseline.items():
@@ -468,17 +577,43 @@ def main(argv=None, prog: str = "scanrnn") -> int:
     ``prog`` is how the program names itself: ``scanrnn`` (the installed
     command) or ``python -m scanrnn``.
     """
+    command = "train"  # for a message before the command is known
     try:
         args = build_parser(prog).parse_args(argv)
+        command = args.command
         args = check_flags(args)
+        if args.command == "launch":
+            from scanrnn.devices import launch
+
+            return launch(args.launched, args.processes, port=args.port, timeout=args.timeout)
+        _spread(args)
         check_run_dir(args)
-        _prepare_out(args)
+        if args.num_processes == 1 or args.process_id == 0:
+            _prepare_out(args)
+        if args.num_processes > 1:  # the others wait for process 0 to have prepared --out
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("scanrnn train: --out prepared")
     except UsageError as error:
-        print(f"{error.prog or prog + ' train'}: error: {error}", file=sys.stderr, flush=True)
+        print(f"{error.prog or prog + ' ' + command}: error: {error}", file=sys.stderr, flush=True)
         return 2
     except SystemExit as done:  # --help
         return done.code if isinstance(done.code, int) else 0
     return train_command(args, prog)
+
+
+def _spread(args: argparse.Namespace) -> None:
+    """Make ``--devices`` host devices (before JAX starts), and join the run of several processes."""
+    if (args.devices or 1) > 1:
+        # Read when JAX first starts a backend (so it does nothing if one was started already), and only by
+        # the CPU's: on a machine with GPUs it adds host devices no one uses.
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()
+    if args.num_processes > 1:
+        from scanrnn import devices
+
+        devices.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 if __name__ == "__main__":

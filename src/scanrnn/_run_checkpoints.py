@@ -153,10 +153,15 @@ def _unsaveable(restored, like):
 
 
 def _abstract(leaf):
-    """What orbax restores a leaf as: NumPy stays NumPy (int64 counters stay exact), the rest jax.Arrays."""
+    """What orbax restores a leaf as: NumPy stays NumPy (int64 counters stay exact), the rest jax.Arrays.
+
+    A jax.Array comes back placed as the template's is (replicated over a
+    mesh's devices, in a data-parallel run of several processes).
+    """
     if isinstance(leaf, np.ndarray):
         return leaf
-    return jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf))
+    sharding = leaf.sharding if isinstance(leaf, jax.Array) else None
+    return jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf), sharding=sharding)
 
 
 def _existing(directory) -> str:

@@ -402,7 +402,10 @@ def _weighted_objective(model: Layer, loss: Callable) -> Callable:
 
 
 def _parallel_batch(model: Optional[Layer], batch, mesh):
-    """A host batch as the data-parallel step takes it: padded and weighted (a model), sharded over ``mesh``."""
+    """A host batch as the data-parallel step takes it: padded and weighted (a model), sharded over ``mesh``.
+
+    Every process gives the whole batch and places only its own devices' rows.
+    """
     count = mesh.devices.size
     if model is None:
         return _devices.shard_batch(jax.tree.map(np.asarray, batch), mesh)
@@ -1103,6 +1106,8 @@ def fit(
                 raise ValueError(f"{name} comes from the TrainState when fit continues one; leave it out (got {value!r})")
     else:
         state = init_state(params, optimizer, seed=0 if seed is None else seed, key=key)
+    if mesh is not None:  # on every device before a checkpoint is restored into it, which keeps its placement
+        state = _replicated_state(state, mesh)
 
     checkpoints = None
     if checkpoint_dir is not None:
@@ -1133,6 +1138,13 @@ def fit(
     return (state if given_state else state.params), state.history
 
 
+def _replicated_state(state: TrainState, mesh) -> TrainState:
+    """The state's arrays (params, optimizer state, key, best params) on every device of ``mesh``."""
+    return state._replace(**_devices.replicate(
+        {name: getattr(state, name) for name in ("params", "opt_state", "key", "best_params")}, mesh
+    ))
+
+
 def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints, *, epochs, batch_size, num_batches,
          monitor, mode, patience, on_nonfinite, checkpoint_every, checkpoint_interval, verbose, mesh=None):
     """The loop of :func:`fit` from ``state`` on; returns the final state."""
@@ -1142,10 +1154,7 @@ def _run(model, loss, optimizer, metric_fns, train, n, valid, state, checkpoints
     if mesh is None:
         place_batch = lambda batch: batch  # noqa: E731
     else:
-        # A restored state's arrays may sit on one device: every operand of the step goes on all of them.
-        state = state._replace(params=_devices.replicate(state.params, mesh),
-                               opt_state=_devices.replicate(state.opt_state, mesh),
-                               key=_devices.replicate(state.key, mesh))
+        state = _replicated_state(state, mesh)
 
         def place_batch(batch):
             return _parallel_batch(model, batch, mesh)
