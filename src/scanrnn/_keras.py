@@ -495,7 +495,7 @@ def from_keras(model_or_layer, *, execution=None) -> tuple[Layer, tuple]:
 
         import os; os.environ.setdefault("KERAS_BACKEND", "jax")
         import keras, jax, numpy as np
-        from scanrnn._keras import from_keras
+        from scanrnn.interop import from_keras
 
         net = keras.Sequential([keras.Input((None, 3)), keras.layers.Masking(0.0),
                                 keras.layers.Bidirectional(keras.layers.LSTM(8)), keras.layers.Dense(1)])
@@ -871,7 +871,7 @@ def to_keras(model: Layer, params):
     Example::
 
         import jax, scanrnn as sr
-        from scanrnn._keras import to_keras
+        from scanrnn.interop import to_keras
 
         model = sr.serial(sr.bidirectional(sr.gru(8), merge="sum"), sr.recurrent(sr.lstm(8), False), sr.dense(1))
         params = model.init(jax.random.key(0), 3)

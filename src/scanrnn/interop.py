@@ -1,4 +1,9 @@
-"""PyTorch interop: a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` as a scanrnn model, and back.
+"""Interop: ``torch.nn.RNN``, ``LSTM`` or ``GRU`` and Keras 3 models as scanrnn models, and back.
+
+:func:`from_keras` and :func:`to_keras` (Keras 3's ``SimpleRNN``, ``LSTM``,
+``GRU``, ``Bidirectional``, ``Dense``, ``TimeDistributed``, ``Embedding`` and
+``Sequential``) are documented in :mod:`scanrnn._keras`; the rest of this
+docstring is PyTorch's.
 
 :func:`from_torch` converts a PyTorch recurrent module into a ``(model,
 params)`` pair of ordinary scanrnn objects: ``model`` is a
@@ -13,8 +18,8 @@ and directions.
 :func:`to_torch` goes the other way: a scanrnn model of such layers becomes
 the ``torch.nn`` module that computes the same outputs.
 
-PyTorch is imported only when one of these functions is called; importing
-this module does not import it.
+PyTorch (and Keras) is imported only when one of these functions is called;
+importing this module does not import it.
 
 Layouts of :func:`torch_forward`
 --------------------------------
@@ -84,7 +89,9 @@ from .kinds import Cell
 from .layers import Layer, bidirectional, recurrent, serial
 from .unroll import check_length, check_lengths
 
-__all__ = ["from_torch", "to_torch", "torch_forward"]
+from ._keras import from_keras, to_keras  # noqa: E402  (Keras itself is imported only when they are called)
+
+__all__ = ["from_keras", "from_torch", "to_keras", "to_torch", "torch_forward"]
 
 ACCEPTED = "torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU"
 
