@@ -14,7 +14,9 @@ import pytest
 
 import scanrnn as sr
 from scanrnn import devices
-from scanrnn.train import Batch, DivergenceError, fit, make_train_step, mse
+from scanrnn.train import (
+    Batch, DivergenceError, batch_initial_carry, fit, make_tbptt_step, make_train_step, mse, stream_batches,
+)
 
 COUNT = 4
 pytestmark = [
@@ -126,3 +128,31 @@ def test_batch_objective_needs_batches_that_the_devices_divide():
     four, _ = fit(None, params, optax.sgd(0.1), objective, (data.x[:8], data.y[:8]), epochs=1, batch_size=4,
                   devices=COUNT)
     assert largest_difference(one, four) <= TOLERANCE
+
+
+def test_truncated_bptt_on_four_devices_keeps_the_carry_cut_over_them():
+    model = sr.serial(sr.recurrent(sr.lstm(5)), sr.dense(1))
+    params = model.init(jax.random.key(1), 1)
+    stream = np.sin(np.linspace(0.0, 20.0, 8 * 3 * 6 + 1)).astype(np.float32)
+    inputs, targets = stream_batches(stream, batch_size=8, chunk_size=6)
+    optimizer = optax.adam(1e-2)
+    one, four = make_tbptt_step(model, mse, optimizer), make_tbptt_step(model, mse, optimizer, devices=COUNT)
+    p1 = p4 = params
+    s1 = s4 = optimizer.init(params)
+    c1 = c4 = batch_initial_carry(model, params, 8)
+    for x, y in zip(inputs, targets):
+        batch = Batch(np.asarray(x)[..., None], np.asarray(y)[..., None])
+        p1, s1, c1, m1 = one(p1, s1, c1, batch)
+        p4, s4, c4, m4 = four(p4, s4, c4, batch)
+        np.testing.assert_allclose(float(m4["loss"]), float(m1["loss"]), rtol=0, atol=TOLERANCE)
+    assert largest_difference(p1, p4) <= TOLERANCE and largest_difference(c1, c4) <= TOLERANCE
+    for leaf in jax.tree.leaves(c4):  # each device keeps its own 2 streams' state
+        assert {s.data.shape[0] for s in leaf.addressable_shards} == {8 // COUNT}
+    with pytest.raises(ValueError, match="the 6 streams of a batch must be a multiple of the 4 devices"):
+        four(p4, s4, None, Batch(np.zeros((6, 6, 1), np.float32), np.zeros((6, 6, 1), np.float32)))
+
+
+def test_steps_on_host_devices_wait_for_each_other():
+    """The workaround for the CPU all-reduce timeout (jaxlib 0.10.2) applies to CPU meshes of several devices."""
+    assert devices.needs_blocking(devices.data_mesh(COUNT))
+    assert not devices.needs_blocking(devices.data_mesh(1))

@@ -80,4 +80,22 @@ def test_data_parallel_on_four_simulated_devices():
                "-p", "no:cacheprovider", "-q", "-rs", "-o", "addopts="]
     done = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "6 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
+    assert "8 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_data_parallel_benchmark_quick(tmp_path):
+    """experiments/benchmarks/data_parallel.py --quick: 1 and 2 devices, each in a worker process of its own."""
+    import json
+
+    from helpers import load_script
+
+    script = load_script(HERE.parent / "experiments" / "benchmarks" / "data_parallel.py", "benchmarks_data_parallel")
+    assert script.main(["--quick", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [(r["devices"], r["per_device_batch"]) for r in results] == [(1, 32), (2, 16)]
+    one, two = results
+    assert one["all_reduce_ops"] == 0 and two["all_reduce_ops"] >= 1  # the gradient's mean, inside the step
+    assert two["gradient_bytes"] == 4 * two["params"] and two["loss_diff"] <= 1e-6
+    assert all(r["median_ms"] > 0 for r in results)
+    assert "| tiny | 2 | 16 |" in (tmp_path / "results.md").read_text()

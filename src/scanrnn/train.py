@@ -550,7 +550,9 @@ def batch_initial_carry(model: Layer, params, batch_size: int):
     return jax.tree.map(lambda a: jnp.broadcast_to(a, (batch_size,) + jnp.shape(a)), carry)
 
 
-def make_tbptt_step(model: Layer, loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
+def make_tbptt_step(
+    model: Layer, loss: Callable, optimizer: optax.GradientTransformation, *, devices: Optional[_devices.Devices] = None
+) -> Callable:
     """A step of truncated BPTT: ``(params, opt_state, carry, batch, key=None)
     -> (params, opt_state, carry, metrics)``.
 
@@ -573,6 +575,13 @@ def make_tbptt_step(model: Layer, loss: Callable, optimizer: optax.GradientTrans
     The callable checks each batch on the host as :func:`make_train_step`'s
     does (lengths in ``[0, K]``, targets), then runs the compiled step (its
     ``jitted`` attribute).
+
+    ``devices`` (a count, a list or a mesh) trains data-parallel as
+    :func:`make_train_step` does, the streams cut over the devices: the
+    number of streams ``B`` must be a multiple of the device count (a
+    stream cannot be padded without a carry of its own), and the carry
+    comes back cut the same way, ready for the next chunk without going
+    through the host.
 
     Example, a model over a stream of floats::
 
@@ -600,12 +609,39 @@ def make_tbptt_step(model: Layer, loss: Callable, optimizer: optax.GradientTrans
         metrics = {"loss": value, "grad_norm": global_norm(grads)}
         return params, opt_state, jax.lax.stop_gradient(final), metrics
 
-    jitted = jax.jit(compiled_step)
     check = _step_checks(model, loss)
+    if devices is None:
+        jitted = jax.jit(compiled_step)
+
+        def step(params, opt_state, carry, batch, key=None):
+            check(params, batch, key)
+            return jitted(params, opt_state, carry, batch, key)
+
+        step.jitted = jitted
+        return step
+
+    mesh = _devices.data_mesh(devices)
+    rows, whole = _devices.batch_sharding(mesh), _devices.replicated(mesh)
+    jitted = jax.jit(compiled_step, out_shardings=(whole, whole, rows, whole))
+
+    def placed(a):  # a carry leaf: where the previous step left it, or from the host at the first chunk
+        if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(rows, a.ndim):
+            return a
+        return _devices.shard_batch(np.asarray(a), mesh)
 
     def step(params, opt_state, carry, batch, key=None):
         check(params, batch, key)
-        return jitted(params, opt_state, carry, batch, key)
+        streams, count = int(jnp.shape(batch.x)[0]), mesh.devices.size
+        if streams % count:
+            raise ValueError(
+                f"make_tbptt_step with devices: the {streams} streams of a batch must be a multiple of the "
+                f"{count} devices (stream_batches' batch_size)"
+            )
+        params, opt_state, key = _devices.replicate((params, opt_state, key), mesh)
+        carry = None if carry is None else jax.tree.map(placed, carry)
+        batch = _devices.shard_batch(Batch(*(None if a is None else np.asarray(a) for a in batch)), mesh)
+        out = jitted(params, opt_state, carry, batch, key)
+        return jax.block_until_ready(out) if _devices.needs_blocking(mesh) else out
 
     step.jitted = jitted
     return step
