@@ -33,12 +33,17 @@ common, run_cases, run_scanrnn, run_torch, run_flax = benchmark_modules(
 
 @pytest.mark.slow
 def test_quick_run_checks_and_reports(tmp_path):
-    """A bidirectional GRU (the hardest weight mapping) through every implementation; a variant nothing takes."""
+    """A bidirectional GRU (the hardest weight mapping) through every implementation; a variant nothing takes.
+
+    torch runs on one thread: with one per core, its threads wait for each
+    other on a loaded machine (the test run's other worker), and its calls
+    took seconds instead of milliseconds.
+    """
     pytest.importorskip("torch")
     peers = ["torch"] + (["flax"] if importlib.util.find_spec("flax") else [])
     out = tmp_path / "BENCH.md"
     cmd = [sys.executable, str(SCRIPT), "--quick", "--cases", "tiny-bidir", "--cells", "gru", "--repeats", "2",
-           "--peers", *peers, "--scanrnn-variants", "no_such_option=1", "--out", str(out)]
+           "--peers", *peers, "--scanrnn-variants", "no_such_option=1", "--torch-threads", "1", "--out", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads((tmp_path / "results.json").read_text())
@@ -59,6 +64,7 @@ def test_quick_run_checks_and_reports(tmp_path):
     assert report["command"].startswith("python experiments/benchmarks/run.py --quick")
     assert "torch ÷ scanrnn train" in result.stdout
     assert res["skipped_variants"] and "no_such_option" in res["skipped_variants"][0]
+    assert report["settings"]["torch_threads"] == [1]
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
