@@ -385,7 +385,10 @@ def test_a_run_killed_in_its_second_epoch_resumes_to_the_same_params(tmp_path):
     at 402, its end. The kill comes within 0.25 s of the first of them
     appearing, well before the epoch ends (160 more steps and 4 saves of
     about 0.2 s each). The reference checkpoints at the end of each epoch
-    only: how often a run is saved changes none of its numbers.
+    only: how often a run is saved changes none of its numbers. It starts
+    first; the run to be killed starts once the reference has ended its first
+    epoch, when the programs both run are in the test run's compilation cache
+    (JAX_COMPILATION_CACHE_DIR, see conftest.py), so they are compiled once.
     """
     flags = ["train", "--task", "binary-sum", "--hidden", "4", "--epochs", "2", "--batch-size", "2"]
     steps_per_epoch = -(-len(make_data("binary-sum", 42)[0][0].x) // 2)
@@ -393,10 +396,11 @@ def test_a_run_killed_in_its_second_epoch_resumes_to_the_same_params(tmp_path):
     delay = random.Random(2024).uniform(0.0, 0.25)
     reference = killed = resumed = None
     try:
-        # The run left alone (checkpointed at the end of each epoch only) and the run to be killed start together.
+        # The run left alone (checkpointed at the end of each epoch only), then beside it the run to be killed.
         reference = Child(flags + ["--out", tmp_path / "reference"], tmp_path)
-        killed = Child(flags + ["--checkpoint-every", "40", "--out", tmp_path / "killed"], tmp_path)
         deadline = time.monotonic() + 240
+        reference.wait_for("epoch 1/2 ", deadline)
+        killed = Child(flags + ["--checkpoint-every", "40", "--out", tmp_path / "killed"], tmp_path)
         killed.wait_for("epoch 1/2 ", deadline)
         checkpoints = tmp_path / "killed" / "checkpoints"
         while True:  # the second epoch's first checkpoint, complete (orbax renames it into place)
