@@ -117,6 +117,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, help=f"train steps (default {FULL['steps']}, {QUICK['steps']} with --quick)")
     args = parser.parse_args(argv)
     settings = dict(QUICK if args.quick else FULL)
+    if args.quick:
+        # Tiny models run in no time; compiling them is what takes time, so compile with less optimisation.
+        jax.config.update("jax_disable_most_optimizations", True)
     if args.steps:
         settings["steps"] = args.steps
     out = args.out or str(default_out("char_rnn", args.quick))

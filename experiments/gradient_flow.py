@@ -303,6 +303,9 @@ def plot_curves(rows, path):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.quick:
+        # Tiny models run in no time; compiling them is what takes time, so compile with less optimisation.
+        jax.config.update("jax_disable_most_optimizations", True)
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     os.makedirs(args.out, exist_ok=True)
     test = data.adding_problem(args.n_test, args.steps_T, rng=np.random.default_rng([args.seed, 1000]))

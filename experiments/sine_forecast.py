@@ -490,6 +490,9 @@ def main(argv=None) -> int:
     parser.add_argument("--merge", action="store_true",
                         help="add the trained rows to the results already in --out instead of replacing them")
     args = parser.parse_args(argv)
+    if args.quick:
+        # Tiny models run in no time; compiling them is what takes time, so compile with less optimisation.
+        jax.config.update("jax_disable_most_optimizations", True)
     if args.out is None:
         args.out = str(default_out("sine_forecast", args.quick))
     run(args)
