@@ -6,7 +6,10 @@ dropout and clipping, a run checkpoint every 3 steps through orbax,
 on one checkpoint directory, each killed with SIGKILL (at a seeded random
 delay, or the moment it announces a save, so that orbax is writing), the
 last one left to finish. After every kill the latest checkpoint must load;
-at the end the params must equal the uninterrupted run's, bit for bit.
+at the end the params must equal the uninterrupted run's, bit for bit. The
+chain starts once the uninterrupted run has announced its first save: the
+programs are then in the test run's compilation cache (conftest.py), so the
+processes compile them once between them.
 """
 
 import pathlib
@@ -83,6 +86,7 @@ def test_killed_and_resumed_runs_end_bit_identical(tmp_path):
     try:
         reference = start(tmp_path, tmp_path / "reference", tmp_path / "reference.npz")
         processes.append(reference)
+        assert read_saves(reference, 1, time.monotonic() + TIMEOUT), "the uninterrupted run announced no save"
         # (saves to wait for, then: "now" or a delay in seconds)
         # (saves to wait for, then a delay in seconds): "during" kills land within a few tens of
         # milliseconds of a save's start, while orbax writes; up to 4 more of them are added
