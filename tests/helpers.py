@@ -3,6 +3,7 @@ and carries, user-written cells, and a jaxpr walker."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import pathlib
 
@@ -269,3 +270,17 @@ def load_script(path, name: str):
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def script_config(x64: bool = False):
+    """JAX's defaults, which conftest.py changes for the suite, while a script's ``main`` runs in this process.
+
+    Within it: float32 (``x64=True`` keeps float64 available, for a script
+    that enables it itself), standard dtype promotion and implicit rank
+    promotion, as ``python <script>`` has them. The compilation options stay
+    the suite's: XLA's lighter pipeline (``jax_disable_most_optimizations``,
+    as the experiments' ``--quick`` runs have it) and the compilation cache.
+    """
+    with jax.enable_x64(x64), jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
+        yield

@@ -1,8 +1,6 @@
 """experiments/benchmarks/linear_recurrences.py: the linear recurrences' modes against matched LSTM and GRU peers."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -10,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import load_script
+from helpers import load_script, script_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "benchmarks" / "linear_recurrences.py"
@@ -23,12 +21,15 @@ def bench():
 
 
 @pytest.mark.slow
-def test_quick_run_checks_times_and_reports(tmp_path):
-    """min_gru in its three modes and its two peers at one length, and the chunk-size table."""
-    cmd = [sys.executable, str(SCRIPT), "--quick", "--lengths", "32", "--cells", "min_gru", "--sweep-cell", "min_gru",
-           "--sweep-length", "32", "--sweep-chunk-sizes", "8", "16", "--out", str(tmp_path)]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=400)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+def test_quick_run_checks_times_and_reports(bench, tmp_path, capsys, monkeypatch):
+    """min_gru in its three modes and its two peers at one length, and the chunk-size table (in this process)."""
+    argv = ["--quick", "--lengths", "32", "--cells", "min_gru", "--sweep-cell", "min_gru", "--sweep-length", "32",
+            "--sweep-chunk-sizes", "8", "16", "--out", str(tmp_path)]
+    monkeypatch.chdir(ROOT)  # the command it records is relative to the working directory
+    with script_config():
+        code = bench.main(argv)
+    printed = capsys.readouterr()
+    assert code == 0, printed.out[-2000:] + printed.err[-2000:]
     report = json.loads((tmp_path / "results.json").read_text())
     settings = report["settings"]
     assert (settings["batch"], settings["width"], settings["repeats"], settings["lengths"]) == (2, 8, 2, [32])
@@ -61,7 +62,7 @@ def test_quick_run_checks_times_and_reports(tmp_path):
     assert sweep["best_chunk_size"] in (8, 16) and min(r["over_best"] for r in sweep["rows"]) == 1.0
     text = (tmp_path / "results.md").read_text()
     assert "| 32 | min_gru (peers " in text and "fastest mode: min_gru:" in text and "## Chunk sizes" in text
-    assert "vs LSTM" in result.stdout and "T = 32, the modes' losses" in result.stdout
+    assert "vs LSTM" in printed.out and "T = 32, the modes' losses" in printed.out
 
 
 @pytest.mark.slow
