@@ -1,15 +1,14 @@
-"""experiments/date_translation.py --quick, in a subprocess; and the date generator of scanrnn.data.dates."""
+"""experiments/date_translation.py --quick, its main in this process; and the date generator of scanrnn.data.dates."""
 
 import datetime
 import json
 import math
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from helpers import load_script, script_config
 from scanrnn.data import dates
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "date_translation.py"
@@ -64,12 +63,13 @@ def test_split_holds_dates_out_and_encoding_round_trips():
 
 
 @pytest.mark.slow
-def test_date_translation_quick(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "greedy exact" in result.stdout and "additive" in result.stdout
+def test_date_translation_quick(tmp_path, capsys):
+    script = load_script(SCRIPT, "date_translation_script")
+    with script_config():
+        code = script.main(["--quick", "--out", str(tmp_path)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert "greedy exact" in printed.out and "additive" in printed.out
 
     out = json.loads((tmp_path / "results.json").read_text())
     for key in ("command", "seed", "settings", "models", "curves", "wall_seconds", "process_cpu_seconds"):
