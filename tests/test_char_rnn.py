@@ -1,23 +1,24 @@
-"""experiments/char_rnn.py --quick, in a subprocess: it trains with truncated BPTT, evaluates, samples and writes."""
+"""experiments/char_rnn.py --quick, its main in this process: it trains with truncated BPTT, evaluates, samples and writes."""
 
 import json
 import math
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from helpers import load_script, script_config
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "char_rnn.py"
 
 
 @pytest.mark.slow
-def test_char_rnn_quick(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "unigram baseline" in result.stdout and "sample at temperature 0.5" in result.stdout
+def test_char_rnn_quick(tmp_path, capsys):
+    script = load_script(SCRIPT, "char_rnn_script")
+    with script_config():
+        code = script.main(["--quick", "--out", str(tmp_path)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert "unigram baseline" in printed.out and "sample at temperature 0.5" in printed.out
 
     out = json.loads((tmp_path / "results.json").read_text())
     for key in ("command", "seed", "settings", "unigram_valid_bits", "valid_bits", "train_bits", "curve",

@@ -1,23 +1,24 @@
-"""experiments/ctc_digits.py --quick, in a subprocess: it trains, decodes and writes its outputs."""
+"""experiments/ctc_digits.py --quick, its main in this process: it trains, decodes and writes its outputs."""
 
 import json
 import math
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from helpers import load_script, script_config
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "ctc_digits.py"
 
 
 @pytest.mark.slow
-def test_ctc_digits_quick(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "label error rate" in result.stdout and "greedy (best path)" in result.stdout
+def test_ctc_digits_quick(tmp_path, capsys):
+    script = load_script(SCRIPT, "ctc_digits_script")
+    with script_config():
+        code = script.main(["--quick", "--out", str(tmp_path)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert "label error rate" in printed.out and "greedy (best path)" in printed.out
 
     out = json.loads((tmp_path / "results.json").read_text())
     for key in ("command", "seed", "settings", "test_loss", "decoders", "greedy_label_error_rate",

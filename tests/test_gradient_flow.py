@@ -1,25 +1,24 @@
-"""The gradient-flow study's --quick path, in a subprocess."""
+"""The gradient-flow study's --quick path, its main in this process."""
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from helpers import load_script
+from helpers import load_script, script_config
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "gradient_flow.py"
 
 
 @pytest.mark.slow
-def test_quick_run_writes_its_table_plots_and_results(tmp_path):
+def test_quick_run_writes_its_table_plots_and_results(tmp_path, capsys):
     out = tmp_path / "gf"
-    command = [sys.executable, str(SCRIPT), "--quick", "--models", "rnn-tanh,lstm", "--seed", "3", "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "|g_0|/|g_T-1| init" in result.stdout and "not within 40" in result.stdout
+    with script_config():
+        code = load_gradient_flow().main(["--quick", "--models", "rnn-tanh,lstm", "--seed", "3", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-3000:]
+    assert "|g_0|/|g_T-1| init" in printed.out and "not within 40" in printed.out
 
     results = json.loads((out / "results.json").read_text())
     assert results["seed"] == 3 and results["quick"] and results["settings"]["steps_T"] == 30
