@@ -311,7 +311,7 @@ def run(args) -> dict:
         "loss": "mse (over all outputs of a sequence-to-sequence model)", "seed": args.seed,
     }
     result = {
-        "command": command_line(__file__),
+        "command": command_line(__file__, args.argv),
         "settings": settings,
         "wall_seconds": wall,
         "environment": {"jax": jax.__version__, "optax": optax.__version__, "python": platform.python_version(),
@@ -332,7 +332,7 @@ def merge(args, rows, histories, wall) -> dict:
         raise SystemExit(f"--merge needs an earlier full run's {path}")
     with open(path) as f:
         result = json.load(f)
-    command = command_line(__file__)
+    command = command_line(__file__, getattr(args, "argv", None))
     if result["settings"]["epochs"] != (args.epochs or 20) or result["settings"]["seed"] != args.seed:
         raise SystemExit("--merge: the epochs and seed must be those of the results it merges into")
     new = {(r["horizon"], r["model"]): r for r in rows if r["params"] > 0 and not r["model"].startswith("iterated")}
@@ -490,6 +490,7 @@ def main(argv=None) -> int:
     parser.add_argument("--merge", action="store_true",
                         help="add the trained rows to the results already in --out instead of replacing them")
     args = parser.parse_args(argv)
+    args.argv = argv  # the command recorded in the results (None: this process's arguments)
     if args.quick:
         # Tiny models run in no time; compiling them is what takes time, so compile with less optimisation.
         jax.config.update("jax_disable_most_optimizations", True)

@@ -1,14 +1,13 @@
-"""experiments/sine_forecast.py --quick runs end to end and writes a table whose baselines are right."""
+"""experiments/sine_forecast.py --quick runs end to end (its main in this process) and writes a table whose
+baselines are right."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from helpers import load_script
+from helpers import load_script, script_config
 from scanrnn import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,13 +15,12 @@ SCRIPT = os.path.join(ROOT, "experiments", "sine_forecast.py")
 
 
 @pytest.mark.slow
-def test_quick_run(tmp_path):
+def test_quick_run(tmp_path, capsys):
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, "--quick", "--epochs", "1", "--out", str(out), "--seed", "3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with script_config():
+        code = _load_script().main(["--quick", "--epochs", "1", "--out", str(out), "--seed", "3"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-3000:]
     for name in ("results.json", "results.md", "learning_curves.png", "forecasts_one_step.png",
                  "forecasts_ten_steps.png"):
         assert (out / name).stat().st_size > 0, name
@@ -56,7 +54,7 @@ def test_quick_run(tmp_path):
 
     table = (out / "results.md").read_text()
     assert "| 10 | iterated one-step (deep RNN + dense) |" in table and "Géron (2019)" in table
-    assert "naive (last value)" in proc.stdout  # the table is printed too
+    assert "naive (last value)" in printed.out  # the table is printed too
 
 
 def _load_script():
