@@ -1,18 +1,16 @@
 """The long-memory tasks (scanrnn.data.memory) against per-example loops over their definitions,
-and experiments/long_memory.py: its pieces in-process, its --quick run in a subprocess."""
+and experiments/long_memory.py: its pieces and its --quick run, in this process."""
 
 import json
 import math
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import load_script
+from helpers import load_script, script_config
 from scanrnn.data.memory import MemoryTask, copy_memoryless_loss, copy_task, selective_copy
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "long_memory.py"
@@ -272,16 +270,17 @@ def test_command_line_is_checked(capsys):
 
 
 @pytest.mark.slow
-def test_quick_run_writes_its_table_plots_and_results(tmp_path):
+def test_quick_run_writes_its_table_plots_and_results(tmp_path, capsys):
     out = tmp_path / "lm"
     models = "lstm,min_gru"
-    command = [sys.executable, str(SCRIPT), "--quick", "--models", models, "--seed", "3", "--seconds", "0.3,timing",
-               "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "solved" in result.stdout and "timing only" in result.stdout and "ms/step" in result.stdout
-    assert "widths for copy, selective (6 inputs, 5 outputs)" in result.stdout
-    assert "widths for adding (2 inputs, 1 outputs)" in result.stdout
+    with script_config():
+        code = load_study().main(["--quick", "--models", models, "--seed", "3", "--seconds", "0.3,timing",
+                                  "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-3000:]
+    assert "solved" in printed.out and "timing only" in printed.out and "ms/step" in printed.out
+    assert "widths for copy, selective (6 inputs, 5 outputs)" in printed.out
+    assert "widths for adding (2 inputs, 1 outputs)" in printed.out
 
     results = json.loads((out / "results.json").read_text())
     assert results["quick"] and "--quick" in results["command"] and results["settings"]["seed"] == 3
