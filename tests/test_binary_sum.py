@@ -1,24 +1,25 @@
-"""experiments/binary_sum.py --quick, in a subprocess: it runs, writes its outputs, and BPTT equals jax.grad."""
+"""experiments/binary_sum.py --quick, its main in this process: it runs, writes its outputs, and BPTT equals jax.grad."""
 
 import json
 import math
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from helpers import load_script, script_config
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "binary_sum.py"
 RUNS = ["sgd/bptt", "sgd/jax.grad", "adam/bptt", "adam/jax.grad", "sgd/bptt, seed's init"]
 
 
 @pytest.mark.slow
-def test_binary_sum_quick(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "first 15 validation sequences" in result.stdout and "valid MSE" in result.stdout
+def test_binary_sum_quick(tmp_path, capsys):
+    script = load_script(SCRIPT, "binary_sum_script")
+    with script_config(x64=True):  # the script computes in float64
+        code = script.main(["--quick", "--out", str(tmp_path)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert "first 15 validation sequences" in printed.out and "valid MSE" in printed.out
 
     out = json.loads((tmp_path / "results.json").read_text())
     for key in ("command", "seed", "settings", "runs", "seeds", "bptt_vs_jax_grad", "validation_examples",
