@@ -6,6 +6,8 @@ subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
 CPU device, they are skipped.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,6 +80,11 @@ def test_each_device_receives_a_quarter_of_the_batch_and_the_step_all_reduces():
     compiled = step.jitted.lower(params, opt_state, (placed, weight), jax.random.key(0)).compile()
     text = compiled.as_text()
     assert "all-reduce" in text  # the gradient's mean, inside the step
+    # ... once per step, not at every time step inside the backward scans (where XLA's sharding propagation
+    # put the weight gradients' sums when the step was written as one program over the whole batch).
+    computations = re.split(r"\n(?=\S)", text)
+    reducing = [c.split("\n")[0] for c in computations if re.search(r" all-reduce(-start)?\(", c)]
+    assert reducing and all(header.startswith("ENTRY") for header in reducing), reducing
     for host_transfer in ("infeed", "outfeed", "send(", "recv(", "host_callback"):
         assert host_transfer not in text
     batch_in = compiled.input_shardings[0][2][0]  # (batch, weight): the batch's x

@@ -328,6 +328,11 @@ def predict_batch(model: Layer, params, x, length=None, *, key=None, carry=None)
         ``(ys, final_carry)``, the final carry batched likewise.
     """
     keys = None if key is None else jax.random.split(key, jnp.shape(x)[0])
+    return _apply_batch(model, params, x, length, keys, carry)
+
+
+def _apply_batch(model: Layer, params, x, length, keys, carry=None):
+    """:func:`predict_batch` with the examples' keys given, ``keys [B]`` or ``None``."""
 
     def one(x, n, k, c):
         options = {}
@@ -382,23 +387,74 @@ def _objective(model: Optional[Layer], loss: Callable) -> Callable:
     return lambda params, batch, key: batch_loss(model, loss, params, batch, key=key)
 
 
-def _weighted_objective(model: Layer, loss: Callable) -> Callable:
-    """``(params, (batch, weight), key) -> scalar``: the weighted mean of the examples' losses.
+def _sharded_value_and_grad(model: Layer, loss: Callable, mesh) -> Callable:
+    """``(params, (batch, weight), key) -> (loss, grads)`` of the weighted objective, one program per device.
 
-    The data-parallel step's objective: ``weight`` is 1 for the batch's own
-    examples and 0 for the copies that pad it to a multiple of the device
-    count (:func:`scanrnn.devices.pad_batch`), so it is the mean over the
-    real examples, the one-device :func:`batch_loss`.
+    Under :func:`jax.shard_map` each device differentiates the weighted sum
+    of its own examples' losses, a program with no communication (left to
+    XLA's sharding propagation, the weight gradients summed inside the
+    backward scans were all-reduced at every time step); then one ``psum``
+    of the sums, the gradients and the weights gives the mean over the
+    real examples. The examples' keys are split from ``key`` over the whole
+    batch before it is cut, as on one device.
     """
+    from jax.sharding import PartitionSpec
 
-    def objective(params, weighted, key):
+    rows, whole = PartitionSpec(_devices.AXIS), PartitionSpec()
+
+    def local(params, batch, weight, keys):
+        def total(params):
+            losses = _losses(loss, _apply_batch(model, params, batch.x, batch.length, keys), batch)
+            return jnp.sum(losses * weight.astype(losses.dtype))
+
+        value, grads = jax.value_and_grad(total)(params)
+        value, grads, count = jax.lax.psum((value, grads, jnp.sum(weight)), _devices.AXIS)
+        return value / count.astype(value.dtype), jax.tree.map(lambda g: g / count.astype(g.dtype), grads)
+
+    def value_and_grad(params, weighted, key):
         batch, weight = weighted
         batch = _check_batch(batch)
-        losses = _losses(loss, predict_batch(model, params, batch.x, batch.length, key=key), batch)
-        weight = weight.astype(losses.dtype)
-        return jnp.sum(losses * weight) / jnp.sum(weight)
+        keys = None if key is None else jax.random.split(key, jnp.shape(weight)[0])
+        # check_vma off: a cell's initial carry (zeros, the same on every device) meets the device's own
+        # examples in the scan, which the check would have cast by hand in every cell.
+        spread = jax.shard_map(local, mesh=mesh, in_specs=(whole, rows, rows, None if keys is None else rows),
+                               out_specs=(whole, whole), check_vma=False)
+        return spread(params, batch, weight, keys)
 
-    return objective
+    return value_and_grad
+
+
+def _sharded_tbptt_gradient(model: Layer, loss: Callable, mesh) -> Callable:
+    """``(params, carry, batch, key) -> ((loss, final_carry), grads)`` of a chunk, one program per device.
+
+    As :func:`_sharded_value_and_grad`, for :func:`make_tbptt_step`: each
+    device runs its own streams from its part of the carry and returns its
+    part of the final carry; the losses and gradients are summed once.
+    """
+    from jax.sharding import PartitionSpec
+
+    rows, whole = PartitionSpec(_devices.AXIS), PartitionSpec()
+    count = mesh.devices.size
+
+    def local(params, carry, batch, keys):
+        def total(params):
+            start = batch_initial_carry(model, params, jnp.shape(batch.x)[0]) if carry is None else carry
+            pred, final = _apply_batch(model, params, batch.x, batch.length, keys, start)
+            return jnp.sum(_losses(loss, pred, batch)), final
+
+        (value, final), grads = jax.value_and_grad(total, has_aux=True)(params)
+        value, grads = jax.lax.psum((value, grads), _devices.AXIS)
+        streams = jnp.shape(batch.x)[0] * count
+        return (value / streams, final), jax.tree.map(lambda g: g / streams, grads)
+
+    def gradient(params, carry, batch, key):
+        batch = _check_batch(batch)
+        keys = None if key is None else jax.random.split(key, jnp.shape(batch.x)[0])
+        spread = jax.shard_map(local, mesh=mesh, in_specs=(whole, rows, rows, rows),
+                               out_specs=((whole, rows), whole), check_vma=False)
+        return spread(params, carry, batch, keys)
+
+    return gradient
 
 
 def _parallel_batch(model: Optional[Layer], batch, mesh):
@@ -413,7 +469,9 @@ def _parallel_batch(model: Optional[Layer], batch, mesh):
     return _devices.shard_batch(_devices.pad_batch(batch, count), mesh)
 
 
-def _guarded_step(objective: Callable, optimizer: optax.GradientTransformation, nonfinite: str) -> Callable:
+def _guarded_step(
+    objective: Callable, optimizer: optax.GradientTransformation, nonfinite: str, value_and_grad=None
+) -> Callable:
     """The pure step ``(params, opt_state, batch, key, halted) -> (params, opt_state, metrics, halted)``.
 
     Inside the step it computes whether the loss, the gradient and the new
@@ -423,10 +481,14 @@ def _guarded_step(objective: Callable, optimizer: optax.GradientTransformation, 
     too and returns ``halted`` true, which makes every later step a no-op
     (``halted`` in), so that :func:`fit` learns of the failure at its next
     host sync, without a sync at every step, with the last finite state.
+    ``value_and_grad(params, batch, key)`` replaces
+    ``jax.value_and_grad(objective)`` (the data-parallel step's, which
+    reduces over the devices).
     """
+    value_and_grad = value_and_grad or jax.value_and_grad(objective)
 
     def step(params, opt_state, batch, key, halted):
-        value, grads = jax.value_and_grad(objective)(params, batch, key)
+        value, grads = value_and_grad(params, batch, key)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         loss_ok, grads_ok, update_ok = jnp.isfinite(value), _all_finite(grads), _all_finite(new_params)
@@ -506,8 +568,8 @@ def make_train_step(
         raise _checks.InputTypeError(f"make_train_step: model must be a scanrnn Layer (serial(...), recurrent(...)), got {type(model).__name__}")
     skip_nonfinite = _checks.flag("skip_nonfinite", skip_nonfinite)
     mesh = None if devices is None else _devices.data_mesh(devices)
-    objective = _objective(model, loss) if mesh is None else _weighted_objective(model, loss)
-    pure = _guarded_step(objective, optimizer, "skip" if skip_nonfinite else "apply")
+    gradient = None if mesh is None else _sharded_value_and_grad(model, loss, mesh)
+    pure = _guarded_step(_objective(model, loss), optimizer, "skip" if skip_nonfinite else "apply", gradient)
 
     def compiled_step(params, opt_state, batch, key=None):
         params, opt_state, metrics, _ = pure(params, opt_state, batch, key, jnp.asarray(False))
@@ -602,13 +664,17 @@ def make_tbptt_step(
         pred, final = predict_batch(model, params, batch.x, batch.length, key=key, carry=carry)
         return jnp.mean(_losses(loss, pred, batch)), final
 
-    def compiled_step(params, opt_state, carry, batch, key=None):
-        (value, final), grads = jax.value_and_grad(objective, has_aux=True)(params, carry, batch, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        metrics = {"loss": value, "grad_norm": global_norm(grads)}
-        return params, opt_state, jax.lax.stop_gradient(final), metrics
+    def make_step(gradient):
+        def compiled_step(params, opt_state, carry, batch, key=None):
+            (value, final), grads = gradient(params, carry, batch, key)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            metrics = {"loss": value, "grad_norm": global_norm(grads)}
+            return params, opt_state, jax.lax.stop_gradient(final), metrics
 
+        return compiled_step
+
+    compiled_step = make_step(jax.value_and_grad(objective, has_aux=True))
     check = _step_checks(model, loss)
     if devices is None:
         jitted = jax.jit(compiled_step)
@@ -622,7 +688,7 @@ def make_tbptt_step(
 
     mesh = _devices.data_mesh(devices)
     rows, whole = _devices.batch_sharding(mesh), _devices.replicated(mesh)
-    jitted = jax.jit(compiled_step, out_shardings=(whole, whole, rows, whole))
+    jitted = jax.jit(make_step(_sharded_tbptt_gradient(model, loss, mesh)), out_shardings=(whole, whole, rows, whole))
 
     def placed(a):  # a carry leaf: where the previous step left it, or from the host at the first chunk
         if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(rows, a.ndim):
@@ -853,13 +919,14 @@ def _fit_programs(model, loss, optimizer, metrics: tuple, nonfinite: str, mesh=N
     """The jit-compiled train step and evaluation of :func:`fit` (``metrics``: sorted ``(name, fn)`` pairs).
 
     With a ``mesh``, the data-parallel step: a model's objective weighted
-    (:func:`_weighted_objective`), everything it returns replicated.
+    (:func:`_sharded_value_and_grad`), everything it returns replicated.
     """
     if mesh is None:
         step = jax.jit(_guarded_step(_objective(model, loss), optimizer, nonfinite))
-    else:
-        objective = loss if model is None else _weighted_objective(model, loss)
-        step = jax.jit(_guarded_step(objective, optimizer, nonfinite), out_shardings=_devices.replicated(mesh))
+    else:  # a batch objective is opaque: its batch is sharded and XLA places the reductions
+        gradient = None if model is None else _sharded_value_and_grad(model, loss, mesh)
+        step = jax.jit(_guarded_step(_objective(model, loss), optimizer, nonfinite, gradient),
+                       out_shardings=_devices.replicated(mesh))
     return step, _eval_program(model, loss, metrics)
 
 
