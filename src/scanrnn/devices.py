@@ -4,10 +4,14 @@ A train step on ``N`` devices is the one-device step compiled for a
 :class:`jax.sharding.Mesh` with one axis, ``"data"``: each device holds
 ``B / N`` examples of the batch (a :class:`jax.sharding.NamedSharding`
 over that axis), every device holds the whole params and optimizer state
-(replicated), and the mean of the per-example gradients is an all-reduce
-that XLA inserts into the compiled step, so nothing goes through the host
-between the forward pass and the update. The numbers are those of one
-device up to the order of a sum.
+(replicated). Under :func:`jax.shard_map` each device differentiates the
+loss of its own examples, a program without communication, and one
+``psum`` (an all-reduce inside the compiled step, after the backward pass)
+makes the mean gradient, so nothing goes through the host between the
+forward pass and the update. The numbers are those of one device up to
+the order of a sum. (Written as one program over the whole sharded batch
+instead, XLA's sharding propagation all-reduced the weight gradients
+inside the backward scans, at every time step.)
 
 :func:`scanrnn.train.make_train_step` and :func:`scanrnn.train.fit` take
 ``devices=`` (a device count, a list of devices or a mesh of

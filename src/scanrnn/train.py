@@ -1136,7 +1136,10 @@ def fit(
         with zero-weight copies of an example, so the run's numbers are
         those of one device up to rounding. With ``model=None`` (a batch
         objective, which cannot be reweighted) ``batch_size`` and the last
-        batch's size must be multiples of the device count instead.
+        batch's size must be multiples of the device count instead, and the
+        objective runs as one program over the sharded batch, whose
+        reductions XLA places (inside its loops too, which costs most
+        between processes).
 
     Returns:
       ``(params or state, history)``: ``history`` (also ``state.history``)
