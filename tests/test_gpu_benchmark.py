@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,9 +122,14 @@ def test_fastest_per_choice_counts_wins_and_ratios():
 
 @pytest.mark.slow
 def test_tiny_run_exercises_every_implementation(tmp_path):
-    """--tiny: every row runs (cuDNN through the reference kernel without a GPU), or is skipped with a reason."""
+    """--tiny: every row runs (cuDNN through the reference kernel without a GPU), or is skipped with a reason.
+
+    torch gets one thread (OMP_NUM_THREADS): with one per core its threads wait for each other on a loaded
+    machine, and each of its tiny calls took a quarter of a second.
+    """
     result = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--out", str(tmp_path)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=180)
+                            capture_output=True, text=True, cwd=ROOT, timeout=180,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["complete"] and not report["skipped_units"]
