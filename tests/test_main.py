@@ -328,7 +328,8 @@ class Child:
     """``python -m scanrnn train ARGV`` in a subprocess, its output read line by line on a thread."""
 
     def __init__(self, argv, cwd):
-        env = dict(os.environ, PYTHONUNBUFFERED="1")  # and the test run's JAX_COMPILATION_CACHE_DIR
+        # The test run's JAX_COMPILATION_CACHE_DIR, and XLA's lighter pipeline, as the runs in this process have it.
+        env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "scanrnn", *map(str, argv)], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env,
