@@ -3,8 +3,6 @@
 import importlib
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from helpers import load_script  # noqa: E402
+from helpers import load_script, script_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "experiments" / "benchmarks"
@@ -32,20 +30,24 @@ common, run_cases, run_scanrnn, run_torch, run_flax = benchmark_modules(
 
 
 @pytest.mark.slow
-def test_quick_run_checks_and_reports(tmp_path):
+def test_quick_run_checks_and_reports(tmp_path, capsys, monkeypatch):
     """A bidirectional GRU (the hardest weight mapping) through every implementation; a variant nothing takes.
 
-    torch runs on one thread: with one per core, its threads wait for each
-    other on a loaded machine (the test run's other worker), and its calls
-    took seconds instead of milliseconds.
+    The script's main runs in this process (its torch memory worker in its
+    own). torch runs on one thread: with one per core, its threads wait for
+    each other on a loaded machine (the test run's other worker), and its
+    calls took seconds instead of milliseconds.
     """
     pytest.importorskip("torch")
     peers = ["torch"] + (["flax"] if importlib.util.find_spec("flax") else [])
     out = tmp_path / "BENCH.md"
-    cmd = [sys.executable, str(SCRIPT), "--quick", "--cases", "tiny-bidir", "--cells", "gru", "--repeats", "2",
-           "--peers", *peers, "--scanrnn-variants", "no_such_option=1", "--torch-threads", "1", "--out", str(out)]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    argv = ["--quick", "--cases", "tiny-bidir", "--cells", "gru", "--repeats", "2", "--peers", *peers,
+            "--scanrnn-variants", "no_such_option=1", "--torch-threads", "1", "--out", str(out)]
+    monkeypatch.chdir(ROOT)  # the command it records is relative to the working directory
+    with script_config():
+        code = load_script(SCRIPT, "benchmarks_run").main(argv)
+    result = capsys.readouterr()
+    assert code == 0, result.out[-2000:] + result.err[-2000:]
     report = json.loads((tmp_path / "results.json").read_text())
     (res,) = report["results"]
     assert [r["impl"] for r in res["rows"]] == ["scanrnn", *peers]
@@ -62,7 +64,7 @@ def test_quick_run_checks_and_reports(tmp_path):
     text = out.read_text()
     assert "Machine:" in text and "| scanrnn |" in text and "bidirectional" in text
     assert report["command"].startswith("python experiments/benchmarks/run.py --quick")
-    assert "torch ÷ scanrnn train" in result.stdout
+    assert "torch ÷ scanrnn train" in result.out
     assert res["skipped_variants"] and "no_such_option" in res["skipped_variants"][0]
     assert report["settings"]["torch_threads"] == [1]
 
