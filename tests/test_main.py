@@ -2,11 +2,13 @@
 
 Tiny runs of the binary-sum task (the cheapest), in-process through
 ``main(argv)`` where the exit status and the messages are what is tested,
-and as subprocesses where the process matters: the program's name, and a run
-killed with SIGKILL and resumed, whose params must equal those of the run
-left alone, bit for bit.
+and as processes of their own where the process matters: the program's name
+(subprocesses), and a run killed with SIGKILL and resumed, whose params must
+equal those of the run left alone, bit for bit (processes forked from one
+that imported scanrnn once).
 """
 
+import contextlib
 import json
 import math
 import os
@@ -324,57 +326,166 @@ def assert_same_params(path, expected_path):
             np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
-class Child:
-    """``python -m scanrnn train ARGV`` in a subprocess, its output read line by line on a thread."""
+# One process imports scanrnn (and JAX) once and forks a run of ``main(argv, prog="python -m scanrnn")`` per
+# command: a fresh interpreter would spend seconds importing for each of the kill test's three runs. Nothing
+# starts JAX's backend before a fork; each run starts its own. A run's stdout and stderr are its lines,
+# each after its pid; the server's answers are the other lines.
+FORK_SERVER = """
+import json
+import os
+import signal
+import sys
+import traceback
 
-    def __init__(self, argv, cwd):
+from scanrnn.__main__ import main
+
+
+class Lines:
+    def __init__(self, prefix):
+        self.prefix, self.pending = prefix, ""
+
+    def write(self, text):
+        self.pending += text
+        *lines, self.pending = self.pending.split("\\n")
+        if lines:  # whole lines in one write, which a pipe keeps whole beside the other runs' writes
+            os.write(1, "".join(self.prefix + line + "\\n" for line in lines).encode())
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+for command in sys.stdin:
+    kind, _, rest = command.partition(" ")
+    if kind == "start":
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(300)
+                sys.stdout = sys.stderr = Lines(f"{os.getpid()} ")
+                code = main(json.loads(rest), prog="python -m scanrnn")
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.write("\\n" if sys.stdout.pending else "")
+                os._exit(code)
+        print("started", pid, flush=True)
+    else:  # "poll PID" or "wait PID": "exit PID RETURNCODE" (-N: killed by signal N) or "running PID"
+        pid = int(rest)
+        ended, status = os.waitpid(pid, 0 if kind == "wait" else os.WNOHANG)
+        code = -os.WTERMSIG(status) if ended and os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        print(f"exit {pid} {code}" if ended else f"running {pid}", flush=True)
+"""
+
+
+class Runs:
+    """The fork server (FORK_SERVER) in a subprocess; its output read line by line on a thread, each run's apart."""
+
+    def __init__(self, cwd):
         # The test run's JAX_COMPILATION_CACHE_DIR, and XLA's lighter pipeline, as the runs in this process have it.
         env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "scanrnn", *map(str, argv)], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env,
-        )
-        self.output, self._lines = [], queue.Queue()
+        self.server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, cwd=cwd, env=env)
+        self.replies, self.lines, self._lock = queue.Queue(), {}, threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self):
-        for line in self.process.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
+        for line in self.server.stdout:
+            first, _, rest = line.partition(" ")
+            if first.isdigit():
+                self.of(int(first)).put(rest)
+            else:
+                self.replies.put(line.strip())
 
-    def _take(self, timeout):
-        line = self._lines.get(timeout=max(timeout, 0.001))
-        if line is not None:
-            self.output.append(line)
-        return line
+    def of(self, pid) -> queue.Queue:
+        """The lines of run ``pid``."""
+        with self._lock:
+            return self.lines.setdefault(pid, queue.Queue())
+
+    def ask(self, command, timeout=240) -> str:
+        self.server.stdin.write(command + "\n")
+        self.server.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return self.replies.get(timeout=0.5)
+            except queue.Empty:
+                if self.server.poll() is not None:
+                    pytest.fail(f"the fork server ended with {self.server.returncode} (its stderr is above)")
+        pytest.fail(f"the fork server did not answer {command!r} in {timeout} s")
+
+    def close(self):
+        self.server.stdin.close()
+        try:
+            self.server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+            self.server.wait()
+        self.server.stdout.close()
+
+
+class Forked:
+    """A forked run as a process: ``poll``, ``send_signal``, ``wait``. Its return code once the server has reaped it."""
+
+    def __init__(self, runs, pid):
+        self.runs, self.pid, self.returncode = runs, pid, None
+
+    def poll(self, wait=False, timeout=240):
+        if self.returncode is None:
+            reply = self.runs.ask(f"{'wait' if wait else 'poll'} {self.pid}", timeout)
+            if reply.startswith("exit "):
+                self.returncode = int(reply.split()[2])
+            else:
+                assert reply == f"running {self.pid}", reply
+        return self.returncode
+
+    def wait(self, timeout=240):
+        return self.poll(wait=True, timeout=timeout)
+
+    def send_signal(self, sig):
+        if self.returncode is None:  # not reaped: its pid is still its own
+            os.kill(self.pid, sig)
+
+
+class Child:
+    """``python -m scanrnn train ARGV`` as a process forked by ``runs``, its output read line by line."""
+
+    def __init__(self, runs, argv):
+        reply = runs.ask("start " + json.dumps([str(a) for a in argv]))
+        assert reply.startswith("started "), reply
+        self.process = Forked(runs, int(reply.split()[1]))
+        self.output, self._lines = [], runs.of(self.process.pid)
+
+    def _drain(self):
+        while not self._lines.empty():
+            self.output.append(self._lines.get())
 
     def wait_for(self, prefix, deadline):
         """Read until a line starts with ``prefix``; fail at the end of the output or at ``deadline``."""
-        while True:
+        while time.monotonic() < deadline:
             try:
-                line = self._take(deadline - time.monotonic())
+                line = self._lines.get(timeout=0.5)
             except queue.Empty:
-                pytest.fail(f"no line {prefix!r} in time; output so far:\n{''.join(self.output)}")
-            if line is None:
-                pytest.fail(f"the run ended before a line {prefix!r}:\n{''.join(self.output)}")
+                if self.process.poll() is not None:  # its last lines came before the server's answer
+                    self._drain()
+                    pytest.fail(f"the run ended before a line {prefix!r}:\n{''.join(self.output)}")
+                continue
+            self.output.append(line)
             if line.startswith(prefix):
                 return line
+        pytest.fail(f"no line {prefix!r} in time; output so far:\n{''.join(self.output)}")
 
     def finish(self, timeout):
         """Wait for the process and the rest of its output; its exit status."""
         code = self.process.wait(timeout=timeout)
-        self._reader.join(timeout=timeout)
-        while not self._lines.empty():
-            self._take(0)
+        self._drain()  # the run's lines all came before the server's answer
         return code
 
-    def close(self):
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self._reader.join(timeout=30)
-        self.process.stdout.close()
 
 
 @pytest.mark.slow
@@ -390,18 +501,21 @@ def test_a_run_killed_in_its_second_epoch_resumes_to_the_same_params(tmp_path):
     first; the run to be killed starts once the reference has ended its first
     epoch, when the programs both run are in the test run's compilation cache
     (JAX_COMPILATION_CACHE_DIR, see conftest.py), so they are compiled once.
+    Each run is a process of its own, forked from one that imported scanrnn
+    once (FORK_SERVER), and runs ``main`` as ``python -m scanrnn`` does.
     """
     flags = ["train", "--task", "binary-sum", "--hidden", "4", "--epochs", "2", "--batch-size", "2"]
     steps_per_epoch = -(-len(make_data("binary-sum", 42)[0][0].x) // 2)
     assert steps_per_epoch == 201
     delay = random.Random(2024).uniform(0.0, 0.25)
     reference = killed = resumed = None
+    runs = Runs(tmp_path)
     try:
         # The run left alone (checkpointed at the end of each epoch only), then beside it the run to be killed.
-        reference = Child(flags + ["--out", tmp_path / "reference"], tmp_path)
+        reference = Child(runs, flags + ["--out", tmp_path / "reference"])
         deadline = time.monotonic() + 240
         reference.wait_for("epoch 1/2 ", deadline)
-        killed = Child(flags + ["--checkpoint-every", "40", "--out", tmp_path / "killed"], tmp_path)
+        killed = Child(runs, flags + ["--checkpoint-every", "40", "--out", tmp_path / "killed"])
         killed.wait_for("epoch 1/2 ", deadline)
         checkpoints = tmp_path / "killed" / "checkpoints"
         while True:  # the second epoch's first checkpoint, complete (orbax renames it into place)
@@ -419,13 +533,15 @@ def test_a_run_killed_in_its_second_epoch_resumes_to_the_same_params(tmp_path):
         metrics = strict_json(tmp_path / "killed" / "metrics.json")
         assert metrics["status"] == "running" and not (tmp_path / "killed" / "params.npz").exists()
 
-        resumed = Child(flags + ["--checkpoint-every", "40", "--resume", "--out", tmp_path / "killed"], tmp_path)
+        resumed = Child(runs, flags + ["--checkpoint-every", "40", "--resume", "--out", tmp_path / "killed"])
         assert resumed.finish(timeout=240) == 0, "".join(resumed.output)
         assert reference.finish(timeout=240) == 0, "".join(reference.output)
     finally:
         for child in (reference, killed, resumed):
             if child is not None:
-                child.close()
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGKILL)
+        runs.close()
 
     metrics = strict_json(tmp_path / "killed" / "metrics.json")
     start = metrics["resumed_from_step"]
