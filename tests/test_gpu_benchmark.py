@@ -28,6 +28,9 @@ LSTM_ROWS = ["scanrnn", "scanrnn[hoist=True]", "scanrnn[backward=hand]", "scanrn
 GRU_ROWS = [name for name in LSTM_ROWS if name != "scanrnn[cudnn=True]"]
 LINEAR_ROWS = [f"{cell} {mode}" for cell in ("min_gru", "lru", "rg_lru", "selective_ssm")
                for mode in ("sequential", "associative", "chunked")]
+# --tiny: each cell sequential and in one other mode, the two others each twice.
+TINY_LINEAR_ROWS = ["min_gru sequential", "min_gru associative", "lru sequential", "lru chunked",
+                    "rg_lru sequential", "rg_lru associative", "selective_ssm sequential", "selective_ssm chunked"]
 
 
 def shapes_of(units, cell):
@@ -53,6 +56,8 @@ def test_plan_covers_the_grid_with_every_row_at_the_choice_shapes():
     tiny = gpu.plan(tiny=True)
     assert [(u.cell, u.case.batch, u.case.steps, u.case.hidden) for u in tiny] == [
         ("lstm", 2, 8, 8), ("gru", 2, 8, 8), ("linear", 2, 8, 8)]
+    assert [u.rows for u in tiny[:2]] == [u.rows for u in units[:2]]  # every implementation of the LSTM and GRU
+    assert [" ".join(r) for r in tiny[2].rows] == TINY_LINEAR_ROWS
 
 
 def test_a_unit_is_predicted_from_the_longest_of_its_kind():
@@ -137,7 +142,7 @@ def test_tiny_run_exercises_every_implementation(tmp_path):
     on_gpu = report["machine"]["jax_backend"] in ("gpu", "cuda")
     units = {u["cell"]: u for u in report["units"]}
     assert list(units) == ["lstm", "gru", "linear"]
-    for cell, expected in (("lstm", LSTM_ROWS), ("gru", GRU_ROWS), ("linear", LINEAR_ROWS)):
+    for cell, expected in (("lstm", LSTM_ROWS), ("gru", GRU_ROWS), ("linear", TINY_LINEAR_ROWS)):
         unit = units[cell]
         assert (unit["case"]["batch"], unit["case"]["steps"], unit["case"]["hidden"]) == (2, 8, 8)
         ran = [r["impl"] for r in unit["rows"]]

@@ -94,7 +94,12 @@ Writes ``results.json`` and ``results.md`` to ``--out`` (default
 ``--tiny``), rewritten after every unit, marked partial until the run ends.
 ``--tiny`` runs on whatever backend is there, every row compiled with
 less optimisation (``--xla_backend_optimization_level=0``: it checks that
-each path runs, its times mean nothing); without a GPU its cuDNN rows run
+each path runs, its times mean nothing). Its linear recurrences run in two
+modes each, the sequential one (the reference of the checks) and one of the
+other two, ``associative`` for ``min_gru`` and ``rg_lru``, ``chunked`` for
+``lru`` and ``selective_ssm`` (``TINY_LINEAR_ROWS``; tests/test_linear_cells.py,
+test_state_space.py, test_griffin.py and test_mamba.py check every mode of
+each cell against the others). Without a GPU its cuDNN rows run
 through ``scanrnn.cudnn``'s ``"reference"`` kernel (the same packed path,
 ``jax.experimental.rnn.lstm_ref``), marked "reference kernel (no GPU)".
 torch or flax missing (or torch without CUDA on a GPU run) is skipped with
@@ -191,6 +196,10 @@ BATCHES, LENGTHS, HIDDENS = (16, 64, 256), (1000, 100), (128, 512, 1024)
 CENTER = (64, 1000, 512)
 CHOICE_SHAPES = (CENTER, (16, 1000, 128), (256, 1000, 1024), (64, 100, 512))
 TINY = (2, 8, 8)
+# --tiny's linear rows: every cell sequential, and each of the other modes for two of the cells.
+TINY_LINEAR_ROWS = (("min_gru", "sequential"), ("min_gru", "associative"), ("lru", "sequential"), ("lru", "chunked"),
+                    ("rg_lru", "sequential"), ("rg_lru", "associative"),
+                    ("selective_ssm", "sequential"), ("selective_ssm", "chunked"))
 TINY_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 MIN_TIME = 0.02  # seconds one measurement lasts at least (0 with --tiny)
 PRIOR_S = {"choices": 40.0, "grid": 15.0, "linear": 60.0}  # a unit's guessed seconds before one of its kind ran
@@ -218,7 +227,7 @@ def plan(tiny: bool = False) -> list:
     if tiny:
         case = shape_case(TINY)
         return [Unit("choices", case, "lstm", choice_rows["lstm"]), Unit("choices", case, "gru", choice_rows["gru"]),
-                Unit("linear", case, "linear", linear_rows)]
+                Unit("linear", case, "linear", TINY_LINEAR_ROWS)]
     units = [Unit("choices", shape_case(CENTER), cell, choice_rows[cell]) for cell in ("lstm", "gru")]
     units.append(Unit("linear", shape_case(CENTER), "linear", linear_rows))
     for shape in CHOICE_SHAPES[1:]:
