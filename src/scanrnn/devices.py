@@ -132,8 +132,7 @@ def pad_batch(tree, multiple: int):
     ``[B_padded]`` of ones for the real rows and zeros for the copies.
     """
     multiple = _checks.positive_int("multiple", multiple)
-    leaves = [leaf for leaf in jax.tree.leaves(tree)]
-    size = int(np.shape(leaves[0])[0])
+    size = int(np.shape(jax.tree.leaves(tree)[0])[0])
     pad = -size % multiple
     weight = np.concatenate([np.ones(size, np.float32), np.zeros(pad, np.float32)])
     if not pad:
@@ -280,7 +279,10 @@ def launch(command: Sequence[str], processes: int, *, port: Optional[int] = None
                 child.kill()
                 child.wait()
 
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: (_ for _ in ()).throw(KeyboardInterrupt()))
+    def interrupted(signum, frame):  # SIGTERM stops the processes as Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
     start = time.monotonic()
     status = 0
     try:
