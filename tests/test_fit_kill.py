@@ -51,11 +51,14 @@ class Workers:
 
     def _read(self):
         for line in self.server.stdout:
-            first, rest = line.split(" ", 1)
+            first, _, rest = line.strip().partition(" ")
             if first.isdigit():  # "PID save STEP" or "PID done", from a run
-                self.lines(int(first)).put(rest.strip())
-            else:
-                self.replies.put(line.strip())
+                self.lines(int(first)).put(rest)
+                continue
+            if first == "started":  # a new run: its pid's lines start here (a pid may have been used before)
+                with self._lock:
+                    self._lines[int(rest)] = queue.Queue()
+            self.replies.put(line.strip())
 
     def lines(self, pid) -> queue.Queue:
         with self._lock:

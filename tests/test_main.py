@@ -399,8 +399,11 @@ class Runs:
             first, _, rest = line.partition(" ")
             if first.isdigit():
                 self.of(int(first)).put(rest)
-            else:
-                self.replies.put(line.strip())
+                continue
+            if first == "started":  # a new run: its pid's lines start here (a pid may have been used before)
+                with self._lock:
+                    self.lines[int(rest)] = queue.Queue()
+            self.replies.put(line.strip())
 
     def of(self, pid) -> queue.Queue:
         """The lines of run ``pid``."""
