@@ -42,9 +42,15 @@ jax.config.update("jax_disable_most_optimizations", True)  # tiny programs: comp
 RUN_TIMEOUT = 120  # seconds a forked run may last
 
 
+def say(line):
+    """``line`` on stdout in one write: the runs and the server share one pipe, and a pipe keeps a write whole
+    (``print`` makes two writes, text and newline, where Python's output is unbuffered, as PYTHONUNBUFFERED has it)."""
+    os.write(1, f"{line}\n".encode())
+
+
 def announce(save, prefix):
     def announced(self, state, metrics=None, **options):
-        print(f"{prefix}save {int(state.step)}", flush=True)
+        say(f"{prefix}save {int(state.step)}")
         return save(self, state, metrics, **options)
 
     return announced
@@ -67,7 +73,7 @@ def main(checkpoint_dir, out, prefix=""):
         checkpoint_dir=checkpoint_dir, checkpoint_every=3, keep=2, resume=True,
     )
     save_params(out, params)
-    print(f"{prefix}done", flush=True)
+    say(f"{prefix}done")
 
 
 def run_forked(checkpoint_dir, out, stderr):
@@ -94,13 +100,13 @@ def serve():
             pid = os.fork()
             if pid == 0:
                 run_forked(*args)
-            print(f"started {pid}", flush=True)
+            say(f"started {pid}")
         elif command in ("poll", "wait"):
             pid = int(args[0])
             ended, status = os.waitpid(pid, os.WNOHANG if command == "poll" else 0)
-            print(f"exit {pid} {status}" if ended else f"running {pid}", flush=True)
+            say(f"exit {pid} {status}" if ended else f"running {pid}")
         else:
-            print(f"unknown command {command!r}", flush=True)
+            say(f"unknown command {command!r}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ class Workers:
     """``fit_worker.py --serve``: it forks the runs; its stdout is read on a thread, each run's lines apart."""
 
     def __init__(self, tmp_path):
-        self.tmp_path = tmp_path
+        self.tmp_path, self.started = tmp_path, 0
         self.server = subprocess.Popen([sys.executable, str(WORKER), "--serve"], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, text=True, cwd=tmp_path)
         self.replies, self._lock = queue.Queue(), threading.Lock()
@@ -78,7 +78,8 @@ class Workers:
 
     def start(self, checkpoints, out) -> "Run":
         """A run whose stderr goes to a file of its own (``run.stderr_path``), for the failure message."""
-        stderr_path = self.tmp_path / f"stderr-{len(list(self.tmp_path.glob('stderr-*')))}.txt"
+        self.started += 1
+        stderr_path = self.tmp_path / f"stderr-{self.started}.txt"
         reply = self.ask(f"start {checkpoints} {out} {stderr_path}")
         assert reply.startswith("started "), reply
         return Run(self, int(reply.split()[1]), stderr_path)

@@ -373,12 +373,12 @@ for command in sys.stdin:
             finally:
                 sys.stdout.write("\\n" if sys.stdout.pending else "")
                 os._exit(code)
-        print("started", pid, flush=True)
+        os.write(1, f"started {pid}\\n".encode())  # one write, which the pipe keeps whole (print makes two)
     else:  # "poll PID" or "wait PID": "exit PID RETURNCODE" (-N: killed by signal N) or "running PID"
         pid = int(rest)
         ended, status = os.waitpid(pid, 0 if kind == "wait" else os.WNOHANG)
         code = -os.WTERMSIG(status) if ended and os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        print(f"exit {pid} {code}" if ended else f"running {pid}", flush=True)
+        os.write(1, (f"exit {pid} {code}\\n" if ended else f"running {pid}\\n").encode())
 """
 
 
