@@ -40,6 +40,18 @@ def test_chunked_scan_equals_the_loop(dtype, chunk_size):
     np.testing.assert_allclose(sequential_scan(h0, a, b, unroll=chunk_size), loop(h0, a, b), rtol=1e-12, atol=1e-12)
 
 
+def test_chunked_scan_where_the_products_in_a_chunk_underflow():
+    """|a| = 0.25 over 100-step chunks: a_i ... a_1 underflows to 0 in float32, and the states stay those of the loop."""
+    rng = np.random.default_rng(4)
+    a = jnp.asarray(rng.choice([-0.25, 0.25], size=(300, 3)), jnp.float32)
+    b = jnp.asarray(rng.uniform(-1, 1, size=(300, 3)), jnp.float32)
+    h0 = jnp.asarray([1e30, -2.0, 3.0], jnp.float32)
+    assert float(jnp.max(jnp.abs(jnp.prod(a[:100], axis=0)))) == 0.0
+    got = chunked_scan(h0, a, b, 100)
+    assert bool(jnp.all(jnp.isfinite(got)))
+    np.testing.assert_allclose(got, loop(h0.astype(F64), a.astype(F64), b.astype(F64)), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [F64, C128], ids=["real", "complex"])
 def test_the_scans_derivatives_equal_those_of_a_plain_scan(dtype):

@@ -130,9 +130,17 @@ def _chunked(h0, a, b, size):
     # positions steps all K chunks at once.
     a = jnp.swapaxes(a.reshape((count, size) + a.shape[1:]), 0, 1)
     b = jnp.swapaxes(b.reshape((count, size) + b.shape[1:]), 0, 1)
-    totals, _ = jax.lax.scan(lambda s, ab: (_affine_step(s, ab)[0], None), jnp.zeros_like(b[0]), (a, b))
-    _, starts = jax.lax.scan(lambda h, last: (_affine_step(h, last)[0], h), h0, (jnp.prod(a, axis=0), totals))
-    hs = jax.lax.scan(_affine_step, starts, (a, b))[1]
+
+    def inside(carry, coefficients):
+        state, product = carry
+        a, b = coefficients
+        carry = (a * state + b, a * product)
+        return carry, carry
+
+    start = (jnp.zeros_like(b[0]), jnp.ones_like(a[0]))
+    _, (local, products) = jax.lax.scan(inside, start, (a, b))
+    _, starts = jax.lax.scan(lambda h, last: (_affine_step(h, last)[0], h), h0, (products[-1], local[-1]))
+    hs = local + products * starts[None]
     return jnp.swapaxes(hs, 0, 1).reshape((count * size,) + hs.shape[2:])[:num_steps]
 
 
@@ -159,22 +167,26 @@ def chunked_scan(h0: Array, a: Array, b: Array, chunk_size: int) -> Array:
 
     The ``T`` steps are cut into ``K = ceil(T / C)`` chunks of ``C =
     chunk_size`` steps (the last padded with ``a = 1, b = 0``, which keep
-    the state), and three scans follow, the first and last over the ``C``
-    positions of all ``K`` chunks at once:
+    the state). Then:
 
-    1. every chunk's state from a zero start, :math:`s^{(k)} = \sum_{i}
-       a_C \cdots a_{i+1} b_i` over its steps (and, as one product,
-       :math:`A^{(k)} = a_C \cdots a_1`);
-    2. the hand-over from chunk to chunk, ``K`` steps,
-       :math:`h^{(k)} = A^{(k)} h^{(k-1)} + s^{(k)}`;
-    3. the states inside every chunk from its start :math:`h^{(k-1)}`.
+    1. one scan over the ``C`` positions of all ``K`` chunks at once gives,
+       at every position ``i`` of chunk ``k``, the state from a zero start,
+       :math:`s^{(k)}_i = \sum_{j \le i} a_i \cdots a_{j+1} b_j`, and the
+       product :math:`A^{(k)}_i = a_i \cdots a_1`;
+    2. a scan of ``K`` steps hands the state over from chunk to chunk,
+       :math:`h^{(k)} = A^{(k)}_C h^{(k-1)} + s^{(k)}_C`;
+    3. every state is then :math:`h^{(k)}_i = s^{(k)}_i + A^{(k)}_i
+       h^{(k-1)}`, elementwise, with no scan.
 
-    The sequential depth is ``2 C + T / C`` (least at ``C`` near
-    ``sqrt(T / 2)``) against ``T`` for a scan of the step, each step as wide
-    as ``K`` chunks: the state passed chunk to chunk as in Mamba-2's chunked
+    The sequential depth is ``C + T / C`` (least at ``C`` near
+    ``sqrt(T)``) against ``T`` for a scan of the step, each step as wide as
+    ``K`` chunks: the state passed chunk to chunk as in Mamba-2's chunked
     algorithm (Dao and Gu 2024), with the inside of a diagonal recurrence's
-    chunk computed by a scan rather than by products. The derivative is the
-    recurrence's own, evaluated the same way (see :func:`sequential_scan`).
+    chunk computed by a scan rather than by products. A product
+    :math:`A^{(k)}_i` that underflows to zero is the limit it approaches:
+    the start of a chunk no longer reaches that state. The derivative is
+    the recurrence's own, evaluated the same way (see
+    :func:`sequential_scan`).
 
     Args:
       h0: the state before the first step, of any shape ``S``.
