@@ -489,7 +489,7 @@ def from_keras(model_or_layer, *, execution=None) -> tuple[Layer, tuple]:
 
     Raises:
       ValueError: a layer or option scanrnn cannot express (the message
-      names the layer and the option), or a layer that is not built.
+          names the layer and the option), or a layer that is not built.
 
     Example::
 
@@ -861,12 +861,12 @@ def to_keras(model: Layer, params):
 
     Raises:
       ValueError: params of another structure (peepholes, layer
-      normalisation, ``learn_initial_carry`` (:class:`scanrnn.RecurrentParams`),
-      a user-written cell's, a linear or state-space cell's), a layer that
-      matches no candidate on the probe (a user-written cell with the
-      built-in params, a layer with a regularization that acts at
-      inference), params of mixed or non-float32/float64 dtypes, or a Keras
-      model whose outputs differ from the model's.
+          normalisation, ``learn_initial_carry`` (:class:`scanrnn.RecurrentParams`),
+          a user-written cell's, a linear or state-space cell's), a layer that
+          matches no candidate on the probe (a user-written cell with the
+          built-in params, a layer with a regularization that acts at
+          inference), params of mixed or non-float32/float64 dtypes, or a Keras
+          model whose outputs differ from the model's.
 
     Example::
 

@@ -43,6 +43,30 @@ from jax.nn import initializers
 from . import _checks
 from .kinds import GatedCell
 
+__all__ = [
+    "RNNParams",
+    "LSTMParams",
+    "PeepholeLSTMParams",
+    "ProjectedLSTMParams",
+    "ProjectedPeepholeLSTMParams",
+    "GRUParams",
+    "LayerNormRNNParams",
+    "LayerNormLSTMParams",
+    "RNNCarry",
+    "LSTMCarry",
+    "ACTIVATIONS",
+    "activation_function",
+    "param_init",
+    "product",
+    "gate_projection",
+    "checked_init",
+    "simple_rnn",
+    "lstm",
+    "gru",
+    "layer_norm_rnn",
+    "layer_norm_lstm",
+]
+
 Array = jax.Array
 Initializer = Callable[[Array, tuple, Any], Array]
 

@@ -76,8 +76,8 @@ def save_params(path, params) -> None:
       FileNotFoundError: the directory of ``path`` does not exist.
       ValueError: ``path`` is a directory, or ``params`` has no leaves or two
         leaves with the same name.
-      InputTypeError: a leaf is not an array (a Python number, a string, a PRNG
-        key array); a ``TypeError`` that is also a ``ValueError``.
+      TypeError: a leaf is not an array (a Python number, a string, a PRNG
+        key array): an ``InputTypeError``, which is also a ``ValueError``.
 
     Example:
       >>> import os, tempfile
@@ -137,7 +137,7 @@ def load_params(path, like):
         differ from ``like``'s (the message lists the missing and the
         unexpected ones); a leaf's shape or dtype differs from ``like``'s;
         a float64 or int64 leaf is loaded while ``jax_enable_x64`` is off.
-      InputTypeError: a leaf of ``like`` is not an array.
+      TypeError: a leaf of ``like`` is not an array (an ``InputTypeError``, which is also a ValueError).
 
     Example:
       >>> import os, tempfile

@@ -51,6 +51,18 @@ from . import cells as _cells
 from .cells import Initializer, glorot_uniform, orthogonal, zeros
 from .kinds import GatedCell
 
+__all__ = [
+    "JordanParams",
+    "JordanCarry",
+    "ElmanParams",
+    "ElmanCarry",
+    "NARXParams",
+    "NARXCarry",
+    "jordan",
+    "elman",
+    "narx",
+]
+
 Array = jax.Array
 
 

@@ -26,6 +26,14 @@ from . import cells as _cells
 from .layers import Layer, _no_carry, stateless_output
 from .unroll import check_length, check_sequence, mask_padding, valid_steps
 
+__all__ = [
+    "PADDINGS",
+    "ConvParams",
+    "conv_output_size",
+    "causal_conv",
+    "depthwise_causal",
+]
+
 Array = jax.Array
 
 PADDINGS = ("causal", "valid")

@@ -44,6 +44,15 @@ import optax
 
 from . import _checks
 
+__all__ = [
+    "ctc_loss",
+    "ctc_greedy_decode",
+    "CTCBeams",
+    "ctc_beam_search",
+    "edit_distance",
+    "label_error_rate",
+]
+
 Array = jax.Array
 
 

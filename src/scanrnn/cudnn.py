@@ -45,6 +45,15 @@ import jax.numpy as jnp
 
 from .cells import LSTMCarry, LSTMParams
 
+__all__ = [
+    "pack",
+    "unpack",
+    "KERNELS",
+    "lstm_sequence",
+    "check_params",
+    "check",
+]
+
 Array = jax.Array
 
 

@@ -68,6 +68,25 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import _checks
 
+__all__ = [
+    "AXIS",
+    "data_mesh",
+    "batch_sharding",
+    "replicated",
+    "replicate",
+    "pad_batch",
+    "shard_batch",
+    "needs_blocking",
+    "ENV_COORDINATOR",
+    "ENV_NUM_PROCESSES",
+    "ENV_PROCESS_ID",
+    "initialize",
+    "is_primary",
+    "process_devices",
+    "free_port",
+    "launch",
+]
+
 AXIS = "data"
 
 Devices = Union[int, Sequence, Mesh]

@@ -41,6 +41,14 @@ from jax import lax
 
 from .unroll import prepare_sequence
 
+__all__ = [
+    "GATES",
+    "hidden_state_gradients",
+    "gradient_norms",
+    "recurrent_spectrum",
+    "spectral_radius",
+]
+
 Array = jax.Array
 
 # Gate names of the built-in params types, in the order their blocks are stacked in w_hh.

@@ -17,6 +17,14 @@ from typing import NamedTuple
 
 from . import _checks
 
+__all__ = [
+    "REMATS",
+    "BACKWARDS",
+    "Execution",
+    "ACCELERATOR",
+    "check",
+]
+
 REMATS = ("none", "step", "sqrt")
 BACKWARDS = ("autodiff", "hand")
 
@@ -65,9 +73,9 @@ class Execution(NamedTuple):
 
 
 ACCELERATOR = Execution(hoist=True, backward="hand", one_scan=True)
-"""The choices cuDNN makes: the input projection of all steps as one product,
-weight gradients as one product over all steps, both directions of a
-bidirectional layer in one loop. Not measured on an accelerator yet."""
+"""The choices cuDNN makes. The input projection of all steps is one product,
+the weight gradients are one product over all steps, and both directions
+of a bidirectional layer run in one loop. Not measured on an accelerator yet."""
 
 
 def check(execution) -> Execution:

@@ -43,6 +43,16 @@ from .kinds import LinearCell, check_mode
 from .layers import Layer, check_carry
 from .unroll import check_length, check_sequence, mask_padding, unroll, valid_steps
 
+__all__ = [
+    "RGLRUParams",
+    "HawkParams",
+    "HawkCarry",
+    "log_a_bounds",
+    "rg_lru_coefficients",
+    "rg_lru",
+    "hawk",
+]
+
 Array = jax.Array
 
 # recurrentgemma's kernel init for the gates and the block's linear maps:

@@ -2,7 +2,7 @@
 
 :func:`from_keras` and :func:`to_keras` (Keras 3's ``SimpleRNN``, ``LSTM``,
 ``GRU``, ``Bidirectional``, ``Dense``, ``TimeDistributed``, ``Embedding`` and
-``Sequential``) are documented in :mod:`scanrnn._keras`; the rest of this
+``Sequential``) are documented in their own docstrings; the rest of this
 docstring is PyTorch's.
 
 :func:`from_torch` converts a PyTorch recurrent module into a ``(model,
@@ -454,9 +454,9 @@ def to_torch(model: Layer, params, *, batch_first: bool = False, check: bool = T
 
     Raises:
       ValueError: params of another structure (a dense layer, peepholes,
-      layer normalisation, ``learn_initial_carry``, layers of different
-      kinds, sizes or directions), or a model whose outputs the module does
-      not reproduce.
+          layer normalisation, ``learn_initial_carry``, layers of different
+          kinds, sizes or directions), or a model whose outputs the module does
+          not reproduce.
     """
     import numpy as np
     import torch

@@ -51,6 +51,15 @@ import jax.numpy as jnp
 from . import _checks
 from .regularization import zoneout_blend
 
+__all__ = [
+    "Cell",
+    "GatedCell",
+    "MODES",
+    "LinearCell",
+    "check_mode",
+    "kind",
+]
+
 Array = jax.Array
 
 

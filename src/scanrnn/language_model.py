@@ -30,6 +30,12 @@ from .data.text import Vocabulary, _check_ids, _check_vocabulary, decode, encode
 from .layers import Layer
 from .train import batch_initial_carry, stream_batches
 
+__all__ = [
+    "stream_bits_per_char",
+    "sample_ids",
+    "sample",
+]
+
 Array = jax.Array
 
 

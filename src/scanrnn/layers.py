@@ -65,6 +65,25 @@ from .unroll import (
     valid_steps,
 )
 
+__all__ = [
+    "Layer",
+    "DenseParams",
+    "EmbeddingParams",
+    "RecurrentParams",
+    "MERGES",
+    "last_valid",
+    "check_carry",
+    "stateless_output",
+    "recurrent",
+    "unroll_bidirectional",
+    "bidirectional",
+    "dense",
+    "embedding",
+    "check_tokens",
+    "dropout",
+    "serial",
+]
+
 Array = jax.Array
 
 
@@ -627,9 +646,9 @@ def check_tokens(tokens, vocab_size: int, lengths=None) -> None:
       lengths: ``None`` (every step counts) or ``[B]`` integers in ``[0, T]``.
 
     Raises:
-      TypeError: float tokens or lengths. ValueError: a token out of range
-      (its position and value in the message), or lengths of the wrong
-      shape or out of ``[0, T]``.
+      TypeError: float tokens or lengths.
+      ValueError: a token out of range (its position and value in the
+          message), or lengths of the wrong shape or out of ``[0, T]``.
     """
     vocab_size = _checks.positive_int("vocab_size", vocab_size)
     tokens = np.asarray(tokens)

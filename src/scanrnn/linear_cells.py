@@ -52,6 +52,15 @@ from . import _checks
 from .cells import Initializer, RNNCarry, _keys, checked_init, glorot_uniform, param_init, product, zeros
 from .kinds import LinearCell, check_mode
 
+__all__ = [
+    "MinGRUParams",
+    "MinLSTMParams",
+    "g",
+    "log_g",
+    "min_gru",
+    "min_lstm",
+]
+
 Array = jax.Array
 
 

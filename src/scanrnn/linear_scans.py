@@ -34,6 +34,14 @@ import jax.numpy as jnp
 from . import _checks
 from .kinds import LinearCell, _check_coefficients, check_mode
 
+__all__ = [
+    "linear_scan",
+    "linear_scan_log",
+    "sequential_scan",
+    "chunked_scan",
+    "evaluate",
+]
+
 Array = jax.Array
 
 

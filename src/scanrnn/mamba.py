@@ -53,6 +53,16 @@ from .kinds import LinearCell, check_mode
 from .layers import Layer, check_carry
 from .unroll import check_length, check_sequence, mask_padding, unroll
 
+__all__ = [
+    "SelectiveSSMParams",
+    "SelectiveSSMStep",
+    "MambaParams",
+    "MambaCarry",
+    "inverse_softplus",
+    "selective_ssm",
+    "mamba",
+]
+
 Array = jax.Array
 
 

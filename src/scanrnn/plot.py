@@ -14,6 +14,12 @@ from typing import Optional
 
 import numpy as np
 
+__all__ = [
+    "plot_learning_curves",
+    "plot_forecasts",
+    "plot_predictions",
+]
+
 
 def _figure(width=7.0, height=4.5, ncols=1, nrows=1):
     from matplotlib.figure import Figure

@@ -73,6 +73,16 @@ import numpy as np
 
 from . import _checks
 
+__all__ = [
+    "Masks",
+    "Regularization",
+    "check",
+    "check_rate",
+    "zoneout_rates",
+    "sample_masks",
+    "zoneout_blend",
+]
+
 Array = jax.Array
 
 
@@ -137,7 +147,7 @@ def check(regularization) -> Regularization:
 
 
 def check_rate(name: str, rate) -> float:
-    """Return ``rate`` as a Python float if it is a number in ``[0, 1)``; else raise a ValueError (:func:`scanrnn._checks.rate`)."""
+    """Return ``rate`` as a Python float if it is a number in ``[0, 1)``; else raise a ValueError (the check every rate option gets)."""
     return _checks.rate(name, rate)
 
 

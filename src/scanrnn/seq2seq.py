@@ -62,6 +62,29 @@ from .layers import DenseParams, EmbeddingParams, Layer, dense, embedding, last_
 from .train import softmax_cross_entropy
 from .unroll import valid_steps
 
+__all__ = [
+    "Attention",
+    "AdditiveAttentionParams",
+    "GeneralAttentionParams",
+    "DotAttentionParams",
+    "masked_softmax",
+    "additive_attention",
+    "dot_attention",
+    "general_attention",
+    "Seq2SeqParams",
+    "DecoderCarry",
+    "DecoderOutput",
+    "Seq2Seq",
+    "seq2seq",
+    "GreedyResult",
+    "BeamSearchResult",
+    "length_penalty",
+    "greedy_search",
+    "beam_search",
+    "greedy_decode",
+    "beam_decode",
+]
+
 Array = jax.Array
 
 
@@ -369,8 +392,8 @@ class Seq2Seq(NamedTuple):
       loss: ``(params, src, src_length, tgt, tgt_length) -> scalar``: the
         mean over the first ``tgt_length`` steps of the cross-entropy of
         ``apply``'s logits with ``tgt``.
-      start_token, end_token: the target tokens that begin decoding and end
-        a sequence.
+      start_token: the target token that begins decoding.
+      end_token: the target token that ends a sequence.
 
     Tokens: ``src`` and ``tgt`` are integer arrays; concrete tokens within
     their length (``src_length``, ``tgt_length``; all of ``tgt`` for

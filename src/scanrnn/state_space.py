@@ -53,6 +53,16 @@ from . import _checks
 from .cells import RNNCarry, _keys, checked_init, product
 from .kinds import LinearCell, check_mode
 
+__all__ = [
+    "S5_MAX_REAL",
+    "LRUParams",
+    "S5Params",
+    "Projection",
+    "lru",
+    "hippo_n",
+    "s5",
+]
+
 Array = jax.Array
 
 S5_MAX_REAL = -1e-4

@@ -90,6 +90,15 @@ from . import cells as _cells
 from .layers import DenseParams
 from .unroll import _check_carry, check_sequence
 
+__all__ = [
+    "DERIVATIVES",
+    "BPTTGrads",
+    "simple_rnn_layer_bptt",
+    "simple_rnn_bptt",
+    "lstm_layer_bptt",
+    "gru_layer_bptt",
+]
+
 Array = jax.Array
 
 # phi'(z) written in terms of h = phi(z), as the seed's ``h * (1 - h)``.

@@ -54,6 +54,31 @@ from . import devices as _devices
 from .layers import Layer, check_tokens, last_valid
 from .unroll import check_length, check_lengths, mask_padding, valid_steps
 
+__all__ = [
+    "Batch",
+    "mse",
+    "last_step_mse",
+    "softmax_cross_entropy",
+    "accuracy",
+    "LOSSES",
+    "predict_batch",
+    "batch_loss",
+    "global_norm",
+    "make_train_step",
+    "batch_initial_carry",
+    "make_tbptt_step",
+    "stream_batches",
+    "make_eval_step",
+    "evaluate",
+    "predict",
+    "TrainState",
+    "init_state",
+    "epoch_order",
+    "DivergenceError",
+    "NONFINITE",
+    "fit",
+]
+
 Array = jax.Array
 
 

@@ -32,11 +32,24 @@ from scanrnn.kinds import GatedCell, LinearCell, check_mode
 from scanrnn import cudnn, linear_scans
 from scanrnn.regularization import Regularization, sample_masks, zoneout_blend, zoneout_rates
 
+__all__ = [
+    "check_length",
+    "check_lengths",
+    "check_sequence",
+    "valid_steps",
+    "mask_padding",
+    "flip_valid",
+    "prepare_sequence",
+    "check_regularization",
+    "unroll",
+    "unroll_batch",
+]
+
 Array = jax.Array
 
 
 def check_length(length, num_steps: int) -> Optional[Array]:
-    """Validate a sequence length and return it as an integer scalar array (:func:`scanrnn._checks.length`).
+    """Validate a sequence length and return it as an integer scalar array (the check every function that takes a ``length`` makes).
 
     ``None`` stays ``None``. A length that is not an integer scalar raises
     (naming its dtype, traced or not). A concrete length must lie in ``[0,

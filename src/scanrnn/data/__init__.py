@@ -17,6 +17,16 @@ from typing import Sequence, Union
 
 import numpy as np
 
+__all__ = [
+    "RNG",
+    "make_sum",
+    "make_simpler",
+    "many_to_one",
+    "generate_time_series",
+    "split",
+    "adding_problem",
+]
+
 RNG = Union[np.random.Generator, int]
 
 

@@ -25,6 +25,32 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+__all__ = [
+    "MONTHS",
+    "DAYS",
+    "SOURCE_CHARS",
+    "SOURCE_VOCAB",
+    "TARGET_CHARS",
+    "PAD",
+    "START",
+    "END",
+    "TARGET_VOCAB",
+    "TARGET_LENGTH",
+    "FORMATS",
+    "FORMAT_NAMES",
+    "CASES",
+    "MAX_SOURCE_LENGTH",
+    "format_date",
+    "parse_two_digit_year",
+    "all_dates",
+    "split_dates",
+    "DateExamples",
+    "encode_source",
+    "encode_target",
+    "decode_target",
+    "make_examples",
+]
+
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")

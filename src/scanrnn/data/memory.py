@@ -28,6 +28,13 @@ import numpy as np
 from .. import _checks
 from . import RNG, _rng
 
+__all__ = [
+    "MemoryTask",
+    "copy_task",
+    "copy_memoryless_loss",
+    "selective_copy",
+]
+
 
 class MemoryTask(NamedTuple):
     """A batch of a long-memory task (the vocabulary is in the module docstring)."""

@@ -31,6 +31,22 @@ import numpy as np
 
 from .. import _checks
 
+__all__ = [
+    "UNKNOWN",
+    "TEST_FOLDERS",
+    "Corpus",
+    "stdlib_root",
+    "stdlib_files",
+    "split_files",
+    "read_files",
+    "stdlib_corpus",
+    "Vocabulary",
+    "build_vocabulary",
+    "encode",
+    "decode",
+    "unigram_bits",
+]
+
 UNKNOWN = "\ufffd"  # how decode writes the unknown symbol (id 0)
 TEST_FOLDERS = ("test", "tests", "idle_test")
 
