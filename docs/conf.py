@@ -73,11 +73,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 html_theme = "sphinx_book_theme"
 html_title = "scanrnn"
 html_math_renderer = "mathml"
-html_static_path = []
+html_static_path = ["_static"]
+html_favicon = "_static/favicon.png"
 html_theme_options = {
     "show_toc_level": 2,
     "use_download_button": False,
     "use_fullscreen_button": False,
+    "default_mode": "light",
 }
 html_show_sourcelink = False
 

@@ -8,6 +8,7 @@ works offline. A formula latex2mathml cannot convert is a build warning
 from __future__ import annotations
 
 import html
+import re
 
 from docutils import nodes
 from latex2mathml.converter import convert
@@ -16,13 +17,28 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 
+def _prepare(latex: str, display: str) -> str:
+    """The LaTeX in the forms latex2mathml reads: ``split`` for aligned lines, ``\\operatorname`` for ``\\arg``."""
+    latex = latex.replace(r"\begin{aligned}", r"\begin{split}").replace(r"\end{aligned}", r"\end{split}")
+    latex = re.sub(r"\\arg(?![a-zA-Z])", r"\\operatorname{arg}", latex)
+    latex = re.sub(r"\\text\{([^{}]*)\}", lambda m: r"\text{" + m.group(1).replace(r"\_", "_") + "}", latex)
+    if display == "block" and "\\\\" in latex and r"\begin" not in latex:
+        latex = r"\begin{split}" + latex + r"\end{split}"
+    return latex
+
+
 def _mathml(self, node, latex: str, display: str) -> str:
     try:
-        return convert(latex, display=display)
+        mathml = convert(_prepare(latex, display), display=display)
     except Exception as error:  # noqa: BLE001 -- latex2mathml raises many kinds
         logger.warning("cannot render the formula %r as MathML: %s: %s", latex, type(error).__name__, error,
                        location=node)
         return f"<code>{html.escape(latex)}</code>"
+    unknown = re.findall(r"<m[io][^>]*>(\\[a-zA-Z]+)</m[io]>", mathml)
+    if unknown:
+        logger.warning("the formula %r uses commands latex2mathml does not know: %s", latex, ", ".join(unknown),
+                       location=node)
+    return mathml
 
 
 def visit_math(self, node):
