@@ -79,8 +79,8 @@ html_theme_options = {
     "show_toc_level": 2,
     "use_download_button": False,
     "use_fullscreen_button": False,
-    "default_mode": "light",
 }
+html_context = {"default_mode": "light"}  # the theme's colour mode before a reader picks one
 html_show_sourcelink = False
 
 
