@@ -127,12 +127,17 @@ def test_nnx_module_holds_the_params_tree_and_calls_scanrnn(data):
     np.testing.assert_array_equal(net(xs), direct)
 
 
+def batch_mse(params, xs, ys):
+    """The plain function of the params that the modules' steps differentiate."""
+    return mse(jax.vmap(model.apply, in_axes=(None, 0))(params, xs), ys)
+
+
 @pytest.mark.usefixtures("standard_dtype_promotion")
 def test_nnx_step_follows_jax_grad_of_the_plain_function(data):
     xs, ys = data
     net = NNXForecaster(nnx.Rngs(0))
     params = net.params.get_value()
-    plain_loss = lambda params: mse(jax.vmap(model.apply, in_axes=(None, 0))(params, xs), ys)  # noqa: E731
+    plain_loss = functools.partial(batch_mse, xs=xs, ys=ys)
 
     loss, grads = nnx.value_and_grad(lambda net: mse(net(xs), ys))(net)
     np.testing.assert_allclose(loss, plain_loss(params), rtol=1e-6)
@@ -155,7 +160,7 @@ def test_nnx_sgd_step_moves_the_params_by_the_plain_gradient(data):
     xs, ys = data
     net = NNXForecaster(nnx.Rngs(1))
     params = net.params.get_value()
-    plain_loss = lambda params: mse(jax.vmap(model.apply, in_axes=(None, 0))(params, xs), ys)  # noqa: E731
+    plain_loss = functools.partial(batch_mse, xs=xs, ys=ys)
     expected = jax.tree.map(lambda p, g: p - 0.1 * g, params, jax.grad(plain_loss)(params))
     nnx_step(net, nnx.Optimizer(net, optax.sgd(0.1), wrt=nnx.Param), xs, ys)
     assert_trees_close(net.params.get_value(), expected, rtol=1e-6, atol=1e-7)
