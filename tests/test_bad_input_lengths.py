@@ -162,6 +162,7 @@ def test_flip_valid_and_last_valid_clamp_traced_lengths():
     np.testing.assert_array_equal(last, [3, 0, 1])
 
 
+@pytest.mark.slow
 def test_concrete_batch_lengths_captured_under_jit_are_checked_on_the_host():
     """Lengths a jitted function closes over are concrete: checked (not traced), in range or refused."""
     cell = sr.gru(3)

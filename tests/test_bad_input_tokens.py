@@ -78,6 +78,7 @@ def test_traced_tokens_are_clamped():
     np.testing.assert_array_equal(bad, clamped)
 
 
+@pytest.mark.slow
 def test_traced_ctc_labels_no_path_emits_are_infeasible():
     logits = jnp.asarray(np.random.default_rng(1).standard_normal((4, 3)), jnp.float32)
     loss = jax.jit(jax.value_and_grad(ctc.ctc_loss))

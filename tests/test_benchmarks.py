@@ -69,6 +69,7 @@ def test_quick_run_checks_and_reports(tmp_path, capsys, monkeypatch):
     assert report["settings"]["torch_threads"] == [1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_variant_layer_equals_the_default_layer(bidirectional):
     """A variant's Execution reaches the layer, which computes what the default layer computes."""
@@ -155,6 +156,7 @@ def test_parse_variant():
         run_scanrnn.parse_variant("remat")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "rnn"])
 def test_flax_mapping_matches_torch(cell):
     """flax with the mapped weights computes torch's model (the GRU is checked by the quick run)."""

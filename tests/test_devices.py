@@ -59,6 +59,7 @@ def test_shard_batch_refuses_a_batch_the_devices_do_not_divide():
             devices.shard_batch(np.zeros((3, 2), np.float32), devices.data_mesh(2))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("standard_dtype_promotion")
 def test_one_device_mesh_gives_the_plain_step():
     model = sr.serial(sr.recurrent(sr.gru(4), return_sequences=False), sr.dense(1))

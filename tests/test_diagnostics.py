@@ -99,6 +99,7 @@ def test_every_cell_matches_the_per_step_reference(case_id, name, options):
     assert_close(grads, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id,name,options", LENGTH_CASES, ids=[c[0] for c in LENGTH_CASES])
 def test_length_gives_zero_gradient_past_it(case_id, name, options):
     cell, params, carry, xs = setup(name, options, seed=4)
@@ -214,6 +215,7 @@ def test_linear_recurrence_decays_geometrically():
     np.testing.assert_allclose(np.asarray(gradient_norms(grads)), np.linalg.norm(powers, axis=1), rtol=1e-14)
 
 
+@pytest.mark.slow
 def test_float32_under_jit_agrees_with_float64():
     cell32, cell64 = sr.gru(H), sr.gru(H, param_dtype=F64)
     params = random_params(cell32, I, seed=0)

@@ -114,6 +114,7 @@ def test_the_definitions_are_the_tutorials(definition):
     assert source in TUTORIAL.read_text(), f"{definition.__name__} differs from the tutorial's"
 
 
+@pytest.mark.slow
 def test_nnx_module_holds_the_params_tree_and_calls_scanrnn(data):
     xs, _ = data
     net = NNXForecaster(nnx.Rngs(0))
@@ -132,6 +133,7 @@ def batch_mse(params, xs, ys):
     return mse(jax.vmap(model.apply, in_axes=(None, 0))(params, xs), ys)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("standard_dtype_promotion")
 def test_nnx_step_follows_jax_grad_of_the_plain_function(data):
     xs, ys = data
@@ -155,6 +157,7 @@ def test_nnx_step_follows_jax_grad_of_the_plain_function(data):
         assert not np.array_equal(got, before)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("standard_dtype_promotion")
 def test_nnx_sgd_step_moves_the_params_by_the_plain_gradient(data):
     xs, ys = data
@@ -166,6 +169,7 @@ def test_nnx_sgd_step_moves_the_params_by_the_plain_gradient(data):
     assert_trees_close(net.params.get_value(), expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_eqx_module_holds_the_params_as_fields_and_calls_scanrnn(data):
     xs, _ = data
     eqx_net = EqxForecaster(jax.random.key(0))
@@ -176,6 +180,7 @@ def test_eqx_module_holds_the_params_as_fields_and_calls_scanrnn(data):
     np.testing.assert_array_equal(jax.vmap(eqx_net)(xs), direct)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("standard_dtype_promotion")
 def test_eqx_step_follows_jax_grad_of_the_plain_function(data):
     xs, ys = data

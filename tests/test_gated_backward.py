@@ -179,6 +179,7 @@ def test_weight_gradients_are_products_outside_the_loops(execution):
 
 @pytest.mark.parametrize("case_id,name,options", [c for c in FORMS if c[0] in ("lstm-peephole", "layer_norm_lstm")],
                          ids=["lstm-peephole", "layer_norm_lstm"])
+@pytest.mark.slow
 def test_hoisted_projection_matches_in_loop_autodiff(case_id, name, options):
     """The tests above run the default, the projection inside the loop; here the hoisted one."""
     cell, params, carry = setup(name, options)

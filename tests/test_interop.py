@@ -135,6 +135,7 @@ CASES = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,num_layers,bidirectional,batch_first,use_lengths,use_hx", CASES)
 def test_matches_torch(kind, num_layers, bidirectional, batch_first, use_lengths, use_hx):
     module = make_module(kind, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first)

@@ -149,6 +149,7 @@ def setup(factory):
     return cell, params, carry, normal((T, I), seed=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
 def test_unroll_is_the_loop_of_apply(case):
     name, options = case

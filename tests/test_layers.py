@@ -56,6 +56,7 @@ def test_last_valid_literal_values():
 # recurrent.
 
 
+@pytest.mark.slow
 def test_recurrent_return_sequences():
     cell = scanrnn.lstm(H, param_dtype=F64)
     params = random_params(cell, I)
@@ -136,6 +137,7 @@ def test_bidirectional_runs_one_scan_or_two_and_init_stacks(backend, monkeypatch
         assert count_primitive(jax.make_jaxpr(run)(params, xs), "scan") == (scans, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("one_scan", [True, False])
 def test_bidirectional_length_zero_and_batch(one_scan):
     cell = scanrnn.lstm(H, peephole=True, param_dtype=F64)

@@ -106,6 +106,7 @@ def decay_cell(output=None, dtype=F64, mode="sequential"):
                          coefficients, output=output, mode=mode)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", sr.kinds.MODES)
 def test_a_complex_output_is_refused_in_every_mode(mode):
     cell = decay_cell(dtype=C128, mode=mode)

@@ -54,6 +54,7 @@ def assert_same_gradients(fn, params, xs_of_fill):
     np.testing.assert_array_equal(np.asarray(expected[1])[LENGTH:], 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, options", [c[1:] for c in FACTORY_CASES], ids=[c[0] for c in FACTORY_CASES])
 def test_every_built_in_cell(name, options):
     """Every factory (the activations do not change where the padding goes)."""
@@ -86,6 +87,7 @@ def test_lstm_every_path(execution, reverse):
 
 @pytest.mark.parametrize("execution", [sr.Execution(remat="step", backward="hand"),
                                        sr.Execution(remat="sqrt", backward="hand")], ids=["step", "sqrt"])
+@pytest.mark.slow
 def test_remat(execution):
     cell = sr.gru(H)
     params = random_params(cell, I)
@@ -96,6 +98,7 @@ def test_remat(execution):
     assert_same_gradients(fn, params, padded)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", [sr.min_gru, sr.min_lstm])
 @pytest.mark.parametrize("mode", ["associative", "chunked", "sequential"])
 def test_min_cells(factory, mode):

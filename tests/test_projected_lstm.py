@@ -38,6 +38,7 @@ def by_hand(params, carry, xs, options):
     return h, c, ys
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", OPTIONS, ids=IDS)
 def test_shapes_types_and_initialisation(key, options):
     cell = sr.lstm(H, proj_size=P, **options)
@@ -54,6 +55,7 @@ def test_shapes_types_and_initialisation(key, options):
     jax.tree.map(np.testing.assert_array_equal, params, cell.init(key, I))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", OPTIONS, ids=IDS)
 @pytest.mark.parametrize("dtype", [F64, jnp.float32], ids=["float64", "float32"])
 def test_unroll_matches_the_equations(options, dtype):
@@ -78,6 +80,7 @@ def test_unroll_matches_the_equations(options, dtype):
     np.testing.assert_allclose(ys[:4], want_ys[::-1], **tolerance)
 
 
+@pytest.mark.slow
 def test_layers_bidirectional_and_stacked():
     """Two bidirectional layers: the second reads 2P features, outputs are the two directions' projections."""
     cell = sr.lstm(H, proj_size=P, param_dtype=F64)

@@ -162,6 +162,7 @@ def test_zero_rates_are_exactly_plain_unroll():
 
 @pytest.mark.parametrize("case_id,factory,recurrent,output_is_state", [CELLS[2], CELLS[4], CELLS[12]],
                          ids=["lstm-peephole", "gru-cho", "min_lstm-associative"])
+@pytest.mark.slow
 def test_evaluation_is_deterministic_expectation(case_id, factory, recurrent, output_is_state):
     """Without a key dropout is off (the plain program) and zoneout is ``rate * old + (1 - rate) * new``."""
     cell, params, carry, xs = setup(factory)
@@ -177,6 +178,7 @@ def test_evaluation_is_deterministic_expectation(case_id, factory, recurrent, ou
     assert_close(got, want)
 
 
+@pytest.mark.slow
 def test_recurrent_mask_is_the_same_at_every_step():
     """Two chunks with the same key give the whole sequence: the masks do not depend on the step."""
     cell, params, carry, xs = setup(CELLS[1][1])

@@ -95,6 +95,7 @@ def run_attention(att, params, query, memory, mask):
 jit_attention = jax.jit(run_attention, static_argnums=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(ATTENTIONS))
 def test_attention_matches_numpy_and_masked_steps_get_zero(kind):
     att, params, query, memory = attention_case(kind)

@@ -311,6 +311,7 @@ def _sorted(z):
     pytest.param(6, 2, False, marks=pytest.mark.slow),
     pytest.param(5, 1, False, marks=pytest.mark.slow),
 ])
+@pytest.mark.slow
 def test_s5_initial_eigenvalues_are_hippo_n(size, blocks, conj_sym):
     cell = s5(size, blocks=blocks, conj_sym=conj_sym, param_dtype=F64, dt_min=0.01, dt_max=0.2)
     params = cell.init(jax.random.key(18), 4)
@@ -343,6 +344,7 @@ def test_s5_initial_kernels():
     assert abs(np.std(np.asarray(params.d)) - 1) < 0.3
 
 
+@pytest.mark.slow
 def test_s5_is_stable_for_any_params_with_clip_eigs():
     """|Lambda_bar| = exp(min(Re Lambda, -1e-4) Delta) < 1 for Lambda and log Delta over a wide range."""
     rng = np.random.default_rng(20)

@@ -242,6 +242,7 @@ def test_learned_initial_carry_gradient():
     np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_learned_initial_carry_gradient_bidirectional():
     cell = scanrnn.simple_rnn(H, param_dtype=F64)
     layer = bidirectional(cell, "concat", return_sequences=False, learn_initial_carry=True)
@@ -300,6 +301,7 @@ def test_dropout_scaled_mask(broadcast_time):
     assert not (other == kept).all()
 
 
+@pytest.mark.slow
 def test_dropout_in_a_trained_model_changes_with_the_key_only():
     model = serial(recurrent(scanrnn.gru(H, param_dtype=F64)), dropout(0.5), dense(1, param_dtype=F64))
     params = random_params(model, I)

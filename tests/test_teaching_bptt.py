@@ -122,6 +122,7 @@ def test_layer_bptt_equals_vjp_of_unroll(name, make, layer_bptt, steps, hidden, 
     assert_trees_close(grads.xs, ref_xs)
 
 
+@pytest.mark.slow
 def test_layer_bptt_defaults_are_zero_carries():
     """carry=None starts from zeros and dcarry=None sends no signal into the last step."""
     cell = scanrnn.lstm(3, param_dtype=F64)

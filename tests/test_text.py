@@ -170,6 +170,7 @@ def test_sampling_at_a_low_temperature_is_greedy_decoding(char_model):
     assert len(set(expected)) > 1  # not a constant output that any bug would also give
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_and_depends_on_the_key(char_model):
     model, params = char_model
     vocab = text.Vocabulary(text.UNKNOWN + "abcde")
