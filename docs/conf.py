@@ -87,9 +87,7 @@ html_show_sourcelink = False
 def _skip_tuple_fields(app, what, name, obj, skip, options):
     """Leave out a NamedTuple's field accessors: the class docstring's Attributes describe the fields."""
     doc = getattr(obj, "__doc__", None) or ""
-    if what == "class" and isinstance(obj, property) is False and doc.startswith("Alias for field number"):
-        return True
-    return None
+    return True if what == "class" and doc.startswith("Alias for field number") else None
 
 
 def _modules_first(import_by_name):
